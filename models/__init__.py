@@ -1,0 +1,3 @@
+"""The word-level LSTM language model and its checkpoint files."""
+from .language_model import LanguageModel, check_ids  # noqa: F401
+from .checkpoint import load_model as load, save_model, CheckpointError  # noqa: F401

@@ -1,0 +1,114 @@
+"""Versioned, atomic .npz files for models (and, through `extra`, training state).
+
+A model file holds:
+    __format__   format version (int)
+    __config__   the LanguageModel configuration as JSON
+    __meta__     free JSON metadata (vocabulary size, metrics, ...)
+    __vocab__    optional (V,) str array, so a model file alone can read and write words
+    param/NAME   each parameter (a tied matrix once), float32 or float16
+
+Writes go to a temporary file in the same directory, are flushed to disk, then
+renamed over the target: a crash or a full disk mid-write leaves the previous
+file intact.
+"""
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, truncated or of an unknown format."""
+
+
+def save_npz_atomic(path, arrays):
+    """np.savez `arrays` to `path` atomically (temp file + fsync + rename)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_npz(path):
+    """{name: array} from an .npz, with one clear error for a missing or damaged file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+
+
+def _json(obj):
+    return np.frombuffer(json.dumps(obj, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _unjson(arr):
+    return json.loads(bytes(arr).decode())
+
+
+def model_arrays(model, float16=False, meta=None, vocab=None):
+    arrays = {"__format__": np.array(FORMAT_VERSION), "__config__": _json(model.config),
+              "__meta__": _json(meta or {})}
+    if vocab is not None:
+        vocab = np.asarray(getattr(vocab, "words", vocab))
+        if vocab.shape != (model.vocab_size,):
+            raise ValueError(f"vocabulary of shape {vocab.shape} does not match the model's {model.vocab_size} words")
+        arrays["__vocab__"] = vocab.astype(str)
+    for name, a in model.state_arrays().items():
+        arrays["param/" + name] = a.astype(np.float16) if float16 else a
+    return arrays
+
+
+def save_model(model, path, float16=False, meta=None, vocab=None):
+    """Write model configuration, weights (and optionally the vocabulary) to one versioned file."""
+    save_npz_atomic(path, model_arrays(model, float16, meta, vocab))
+
+
+def read_model_file(arrays, path="checkpoint"):
+    """(config, meta, params) from loaded arrays, checking the format."""
+    if "__format__" not in arrays or "__config__" not in arrays:
+        raise CheckpointError(f"{path} is not a mytorch model file (no __format__/__config__)")
+    version = int(arrays["__format__"])
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}; this code reads up to {FORMAT_VERSION}")
+    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    meta = _unjson(arrays["__meta__"]) if "__meta__" in arrays else {}
+    return _unjson(arrays["__config__"]), meta, params
+
+
+def load_model(path, dtype=np.float32):
+    """LanguageModel from a file written by save_model (float16 weights are widened)."""
+    from .language_model import LanguageModel
+    arrays = load_npz(path)
+    config, meta, params = read_model_file(arrays, path)
+    try:
+        model = LanguageModel(**config, dtype=dtype)
+    except TypeError as err:
+        raise CheckpointError(f"{path}: unknown model configuration {config} ({err})") from None
+    try:
+        model.load_state_arrays({k: v.astype(dtype) for k, v in params.items()})
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    model.meta = meta
+    model.vocab = arrays["__vocab__"] if "__vocab__" in arrays else None
+    return model

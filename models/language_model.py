@@ -1,0 +1,197 @@
+"""Word-level LSTM language model with hand-written backprop through time.
+
+Shapes: B batch, T time steps, D embedding size, H hidden size, V vocabulary.
+
+    ids (B, T) -> Embedding -> (B, T, D) -> LSTMCell x L -> (B, T, H_last) -> Linear -> logits (B, T, V)
+
+Each LSTM layer does its input-side product for all T steps at once
+(``cell.input_gates``) and only the recurrent product inside the time loop
+(``cell.step``). Backward mirrors it: the time loop runs in reverse carrying
+(dh, dc), collects the gate gradients dG (B, T, 4H), and one
+``input_gates_backward`` turns them into the layer's input gradient and its
+W_ih gradient. With ``tied=True`` the decoder reuses the embedding matrix
+(the last layer's hidden size is then D) and both gradients add into one buffer.
+"""
+import numpy as np
+
+from mytorch import backend
+from mytorch.nn import Embedding, Linear, LSTMCell, Module
+from mytorch.nn.dropout import LockedDropout
+from mytorch.parallel import blas_threads
+
+from .sampling import choose_next
+
+
+
+def check_ids(ids, vocab_size, who):
+    """Token ids must be a 2-D (B, T) integer array with values in [0, V)."""
+    if not hasattr(ids, "ndim") or not hasattr(ids, "dtype"):
+        raise TypeError(f"{who}: token ids must be an integer array of shape (B, T), got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{who}: token ids must be integers, got dtype {ids.dtype}")
+    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+        raise ValueError(f"{who}: token ids must have shape (B, T) with B, T >= 1, got {tuple(ids.shape)}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got values in [{lo}, {hi}]")
+
+
+class LanguageModel(Module):
+    def __init__(self, vocab_size, emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0,
+                 dropouth=None, seed=0, dtype=np.float32):
+        super().__init__()
+        if nlayers < 1 or emsize < 1 or nhid < 1 or vocab_size < 2:
+            raise ValueError("LanguageModel: vocab_size >= 2, and emsize, nhid, nlayers >= 1 are required")
+        if not 0 <= dropout < 1 or (dropouth is not None and not 0 <= dropouth < 1):
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.config = dict(vocab_size=int(vocab_size), emsize=int(emsize), nhid=int(nhid),
+                           nlayers=int(nlayers), tied=bool(tied), dropout=float(dropout),
+                           dropouth=None if dropouth is None else float(dropouth))
+        rng = np.random.default_rng(seed)
+        self.vocab_size = vocab_size
+        self.embedding = Embedding(vocab_size, emsize, dtype=dtype, rng=rng, init_range=0.1)
+        sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tied else nhid]
+        self.cells = [LSTMCell(sizes[k], sizes[k + 1], dtype=dtype, rng=rng) for k in range(nlayers)]
+        self.decoder = Linear(sizes[-1], vocab_size, dtype=dtype, rng=rng)
+        self.decoder.params["W"][...] = backend.to_device(rng.uniform(-0.1, 0.1, (vocab_size, sizes[-1])))
+        self.decoder.params["b"].fill(0)
+        if tied:  # one matrix, one gradient buffer: the optimizer sees it once
+            self.decoder.params["W"] = self.embedding.params["W"]
+            self.decoder.grads["W"] = self.embedding.grads["W"]
+        # variational dropout: one mask per sequence, on the embedding output (p = dropout),
+        # between LSTM layers (p = dropouth) and before the decoder (p = dropout)
+        ph = dropout if dropouth is None else dropouth
+        self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng) for k in range(nlayers + 1)]
+        self._logits = None
+
+    # -- forward / backward ------------------------------------------------
+    def encode(self, ids, state=None, cache=True):
+        """ids (B, T) -> top-layer outputs (B, T, H_last) and the final state [(h, c)] * L."""
+        check_ids(ids, self.vocab_size, "LanguageModel")
+        xp = backend.xp()
+        ids = xp.asarray(ids)
+        B, T = ids.shape
+        state = self._check_state(state, B)
+        X = self.embedding.forward(ids) if cache else self.embedding.params["W"][ids]  # (B, T, D)
+        new_state = []
+        for k, cell in enumerate(self.cells):
+            X = self._drop(k, X)
+            XG = cell.input_gates(X, cache)             # (B, T, 4H) for all steps at once
+            h, c = state[k] if state is not None else (None, None)
+            Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
+            with blas_threads(1):                       # small products: threads cost more than they give
+                for t in range(T):
+                    h, c = cell.step(XG[:, t], None if h is None else (h, c), cache)
+                    Hs[:, t] = h
+            new_state.append((h, c))
+            X = Hs                                      # (B, T, H)
+        X = self._drop(len(self.cells), X)
+        return X, new_state
+
+    def _drop(self, k, X):
+        drop = self.drops[k]
+        return drop.forward(X) if self.training and drop.p > 0 else X
+
+    def _drop_backward(self, k, dX):
+        drop = self.drops[k]
+        return drop.backward(dX) if self.training and drop.p > 0 else dX
+
+    def forward(self, ids, state=None):
+        """ids (B, T) -> logits (B, T, V), final state. Saves what backward needs.
+
+        The logits buffer is reused between calls of the same shape: a caller that keeps
+        logits across two forwards must copy them.
+        """
+        X, new_state = self.encode(ids, state, cache=True)
+        B, T, _ = X.shape
+        xp = backend.get_array_module(X)
+        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
+            self._logits = xp.empty((B, T, self.vocab_size), dtype=X.dtype)
+        return self.decoder.forward(X, out=self._logits), new_state
+
+    def backward(self, dLdlogits):
+        """Backprop through time over all steps and layers; fills every parameter's gradient.
+
+        dLdlogits (B, T, V). The initial state is treated as a constant (truncated BPTT).
+        """
+        dX = self.decoder.backward(dLdlogits)           # (B, T, H_last)
+        dX = self._drop_backward(len(self.cells), dX)
+        for k in reversed(range(len(self.cells))):
+            cell = self.cells[k]
+            B, T, _ = dX.shape
+            dG = backend.get_array_module(dX).empty((B, T, 4 * cell.hidden_size), dtype=dX.dtype)
+            dh, dc = dX[:, T - 1], None
+            with blas_threads(1):
+                for t in reversed(range(T)):
+                    dG[:, t], dh_prev, dc = cell.step_backward(dh, dc)
+                    if t > 0:
+                        dh = dX[:, t - 1] + dh_prev     # gradient from above + from step t
+            dX = cell.input_gates_backward(dG)          # (B, T, I): one product for all steps
+            dX = self._drop_backward(k, dX)
+        self.embedding.backward(dX)
+
+    # -- inference -----------------------------------------------------------
+    def predict(self, inp):
+        """inp (B, T) ids -> (B, V) float32 scores (logits) for the word after the last one."""
+        X, _ = self.encode(inp, cache=False)
+        return self.decoder.forward(X[:, -1])
+
+    def generate(self, inp, timesteps, temperature=0.0, top_k=None, top_p=None, seed=None):
+        """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) ids.
+
+        The LSTM state is carried from word to word (the prefix is read once).
+        temperature 0 is greedy; otherwise sample from softmax(logits / temperature),
+        optionally restricted to the top_k words or the smallest set with mass >= top_p.
+        """
+        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
+            raise ValueError(f"generate: timesteps must be a positive integer, got {timesteps!r}")
+        rng = np.random.default_rng(seed)
+        X, state = self.encode(inp, cache=False)
+        logits = self.decoder.forward(X[:, -1])         # (B, V)
+        out = []
+        for _ in range(timesteps):
+            nxt = choose_next(backend.to_numpy(logits), temperature, top_k, top_p, rng)  # (B,)
+            out.append(nxt)
+            X, state = self.encode(nxt[:, None], state, cache=False)
+            logits = self.decoder.forward(X[:, -1])
+        return np.stack(out, axis=1)
+
+    # -- state and persistence ---------------------------------------------------
+    def _check_state(self, state, B):
+        if state is None:
+            return None
+        if len(state) != len(self.cells):
+            raise ValueError(f"LanguageModel: state must hold {len(self.cells)} (h, c) pairs, got {len(state)}")
+        return state
+
+    def clear_cache(self):
+        for cell in self.cells:
+            cell.clear_cache()
+
+    def state_arrays(self):
+        """{name: host array} of every parameter (a tied matrix appears once)."""
+        out, seen = {}, set()
+        for name, p, _ in self.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[name] = backend.to_numpy(p)
+        return out
+
+    def load_state_arrays(self, arrays):
+        own = {name: p for name, p, _ in self.named_parameters()}
+        missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
+        if missing:
+            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
+        for name, p in own.items():
+            if name not in arrays:
+                continue  # the tied decoder weight is stored once, as the embedding
+            a = arrays[name]
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError(f"checkpoint parameter {name} has shape {tuple(a.shape)}, "
+                                 f"the model expects {tuple(p.shape)}")
+            p[...] = backend.to_device(a, p.dtype)
+
+    def save(self, path, float16=False, meta=None, vocab=None):
+        """One versioned .npz file with the configuration, weights and vocabulary (models.checkpoint)."""
+        from .checkpoint import save_model
+        save_model(self, path, float16=float16, meta=meta, vocab=vocab)

@@ -1,0 +1,8 @@
+"""Layers with explicit forward/backward.
+
+Shape letters: B batch, T time, N rows (B*T), I/D features, H hidden, C classes, V vocab.
+"""
+from .module import Module  # noqa: F401
+from .linear import Linear, Embedding  # noqa: F401
+from .lstm import LSTMCell  # noqa: F401
+from .loss import CrossEntropyLoss  # noqa: F401

@@ -1,0 +1,66 @@
+"""Cross-entropy over logits: fused, numerically stable log-softmax + NLL.
+
+Shapes: N rows, C classes.
+
+    m_n   = max_c Z[n, c]
+    lse_n = m_n + log sum_c exp(Z[n, c] - m_n)        (log-sum-exp, never overflows)
+    L     = mean_n (lse_n - Z[n, y_n])
+
+    dL/dZ = (softmax(Z) - onehot(y)) / N              (the one-hot is never built:
+                                                       1/N is subtracted at (n, y_n))
+"""
+import numpy as np
+
+from .. import backend
+
+
+class CrossEntropyLoss:
+    """Mean negative log-likelihood of integer targets under softmax(logits).
+
+    forward(Z, y): Z (N, C) float, y (N,) int -> scalar loss (Python float)
+    backward(dLdloss=1.0) -> dL/dZ (N, C)
+
+    With ``inplace=True`` the caller's logits buffer is reused for exp(Z - m)
+    and then for the gradient: no (N, C) temporary at all, which matters when
+    C is a 33,280-word vocabulary. The caller must not need Z afterwards.
+    """
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
+
+    def forward(self, Z, y):
+        xp = backend.get_array_module(Z)
+        self._check(Z, y)
+        N = Z.shape[0]
+        rows = xp.arange(N)
+        m = Z.max(axis=1, keepdims=True)                # (N, 1)
+        target_logit = Z[rows, y] - m[:, 0]             # (N,) read before Z is overwritten
+        E = xp.subtract(Z, m, out=Z if self.inplace else None)
+        xp.exp(E, out=E)                                # (N, C) exp(Z - m), all <= 1
+        s = E.sum(axis=1)                               # (N,)
+        self.E, self.s, self.y, self.rows = E, s, y, rows
+        # L = mean(log s - (Z_y - m))
+        return float(xp.mean(xp.log(s.astype(np.float64)) - target_logit))
+
+    def backward(self, dLdloss=1.0):
+        """(softmax(Z) - onehot(y)) * dLdloss / N, written into the saved exp buffer."""
+        N = self.E.shape[0]
+        scale = (dLdloss / N) / self.s                  # (N,): softmax = E / s
+        dZ = self.E
+        dZ *= scale.astype(dZ.dtype)[:, None]
+        dZ[self.rows, self.y] -= dLdloss / N
+        self.E = None                                   # the buffer now belongs to the caller
+        return dZ
+
+    __call__ = forward
+
+    @staticmethod
+    def _check(Z, y):
+        if Z.ndim != 2:
+            raise ValueError(f"CrossEntropyLoss: expected logits of shape (N, C), got {tuple(Z.shape)}")
+        if y.ndim != 1 or y.shape[0] != Z.shape[0]:
+            raise ValueError(f"CrossEntropyLoss: expected targets of shape ({Z.shape[0]},), got {tuple(y.shape)}")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"CrossEntropyLoss: targets must be integers, got dtype {y.dtype}")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= Z.shape[1]):
+            raise ValueError(f"CrossEntropyLoss: targets must lie in [0, {Z.shape[1]})")

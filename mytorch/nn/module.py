@@ -1,0 +1,78 @@
+"""The one convention every layer follows.
+
+A layer keeps two dicts with the same keys:
+
+    params["W"]   the parameter array
+    grads["W"]    dL/dW, the same shape, *accumulated* by backward (+=)
+
+``forward`` stores what ``backward`` needs; ``backward(dLdZ)`` returns the
+gradient for the layer's input(s) and adds into ``grads``; ``zero_grad()``
+clears them once per step. ``train()`` / ``eval()`` flip ``training`` for
+layers that behave differently (dropout). An optimizer needs nothing else.
+"""
+from .. import backend
+
+
+class Module:
+    """Base class: params/grads bookkeeping, train/eval, children."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.training = True
+
+    # -- parameters --------------------------------------------------------
+    def add_param(self, name, value):
+        """Register a parameter and its zeroed gradient buffer."""
+        xp = backend.get_array_module(value)
+        self.params[name] = value
+        self.grads[name] = xp.zeros_like(value)
+
+    def children(self):
+        """Sub-layers, in a stable order (attributes that are Modules or lists of them)."""
+        out = []
+        for key, value in vars(self).items():
+            if isinstance(value, Module):
+                out.append((key, value))
+            elif isinstance(value, (list, tuple)):
+                out.extend((f"{key}.{i}", v) for i, v in enumerate(value) if isinstance(v, Module))
+        return out
+
+    def named_parameters(self, prefix=""):
+        """Yield (name, param, grad) for this layer and its children, depth first."""
+        for name, p in self.params.items():
+            yield prefix + name, p, self.grads[name]
+        for key, child in self.children():
+            yield from child.named_parameters(prefix + key + ".")
+
+    def parameters(self):
+        """List of (params, grads) dict pairs, what optimizers take."""
+        pairs = [(self.params, self.grads)] if self.params else []
+        for _, child in self.children():
+            pairs.extend(child.parameters())
+        return pairs
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+        for _, child in self.children():
+            child.zero_grad()
+
+    # -- modes ------------------------------------------------------------
+    def train(self, mode=True):
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+def check_last_dim(x, size, layer, what="input"):
+    """Raise a clear error when x's last axis is not `size`."""
+    if x.ndim < 1 or x.shape[-1] != size:
+        raise ValueError(f"{layer}: expected {what} of shape (..., {size}), got {tuple(x.shape)}")

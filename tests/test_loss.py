@@ -1,0 +1,148 @@
+"""CrossEntropyLoss: value, gradient, stability, the in-place mode and input checks.
+
+Shapes: N rows, C classes. The reference is an independent float64 log-softmax
+(np.logaddexp.reduce); gradients against central differences in float64.
+"""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from mytorch.backend import to_numpy
+from mytorch.gradcheck import check_gradient
+from mytorch.nn import CrossEntropyLoss
+
+
+def _reference_loss(Z, y):
+    Z = np.asarray(Z, np.float64)
+    logp = Z - np.logaddexp.reduce(Z, axis=1, keepdims=True)
+    return -float(np.mean(logp[np.arange(Z.shape[0]), y]))
+
+
+def _reference_grad(Z, y):
+    Z = np.asarray(Z, np.float64)
+    P = np.exp(Z - np.logaddexp.reduce(Z, axis=1, keepdims=True))
+    P[np.arange(Z.shape[0]), y] -= 1.0
+    return P / Z.shape[0]
+
+
+def _data(rng, scale=2.0):
+    N, C = int(rng.integers(1, 7)), int(rng.integers(2, 8))
+    return rng.standard_normal((N, C)) * scale, rng.integers(0, C, size=N)
+
+
+def test_value_matches_reference(xp, rng):
+    Z, y = _data(rng)
+    loss = CrossEntropyLoss().forward(Z, y)
+    assert isinstance(loss, float)
+    assert_allclose(loss, _reference_loss(Z, y), rtol=1e-12)
+    dev = CrossEntropyLoss().forward(xp.asarray(Z), xp.asarray(y))
+    assert_allclose(dev, loss, rtol=1e-12)
+
+
+def test_gradient_matches_finite_differences(xp, rng):
+    Z, y = _data(rng)
+    crit = CrossEntropyLoss()
+    crit.forward(Z, y)
+    dZ = crit.backward()
+    assert dZ.shape == Z.shape
+    assert_allclose(dZ, _reference_grad(Z, y), rtol=1e-10, atol=1e-14)
+    check_gradient(lambda: CrossEntropyLoss().forward(Z, y), Z, dZ, rtol=1e-6)
+    assert_allclose(dZ.sum(axis=1), 0.0, atol=1e-12)   # softmax rows sum to 1, minus one one-hot
+    dev = CrossEntropyLoss()
+    dev.forward(xp.asarray(Z), xp.asarray(y))
+    assert_allclose(to_numpy(dev.backward()), dZ, rtol=1e-10, atol=1e-14)
+
+
+def test_dLdloss_scales_the_gradient(rng):
+    Z, y = _data(rng)
+    s = float(rng.uniform(0.1, 5.0)) * (-1 if rng.integers(2) else 1)
+    a, b = CrossEntropyLoss(), CrossEntropyLoss()
+    a.forward(Z, y)
+    b.forward(Z, y)
+    assert_allclose(b.backward(s), s * a.backward(), rtol=1e-12, atol=1e-15)
+    c = CrossEntropyLoss()
+    c.forward(Z, y)
+    check_gradient(lambda: s * CrossEntropyLoss().forward(Z, y), Z, c.backward(dLdloss=s), rtol=1e-6)
+
+
+def test_large_logits_are_stable(rng):
+    N, C = 5, 6
+    Z = rng.standard_normal((N, C)) * 10 + 1e4
+    Z[1] = -1e4 + rng.standard_normal(C)
+    Z[2, 3] = 1e4 + 80.0                     # one logit dominating: p ~ 1 at 3, tiny elsewhere
+    y = rng.integers(0, C, size=N)
+    y[2] = 0                                  # a target with probability ~ e^-80
+    with np.errstate(all="raise"):
+        crit = CrossEntropyLoss()
+        loss = crit.forward(Z, y)
+        dZ = crit.backward()
+    assert np.isfinite(loss) and np.all(np.isfinite(dZ))
+    assert_allclose(loss, _reference_loss(Z, y), rtol=1e-10)
+    assert loss > 80 / N - 1                  # row 2 alone contributes about 80 / N
+    assert_allclose(dZ, _reference_grad(Z, y), rtol=1e-8, atol=1e-14)
+
+
+def test_float32_large_logits(rng):
+    Z = (rng.standard_normal((4, 5)) * 20 + 1e4).astype(np.float32)
+    y = rng.integers(0, 5, size=4)
+    crit = CrossEntropyLoss()
+    loss = crit.forward(Z, y)
+    dZ = crit.backward()
+    assert dZ.dtype == np.float32
+    assert np.isfinite(loss) and np.all(np.isfinite(dZ))
+    assert_allclose(loss, _reference_loss(Z, y), rtol=1e-4)
+    assert_allclose(dZ, _reference_grad(Z, y), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_inplace_gives_the_same_loss_and_gradient(rng, dtype, tol):
+    Z, y = _data(rng, scale=4.0)
+    Z = Z.astype(dtype)
+    original = Z.copy()
+    crit = CrossEntropyLoss(inplace=False)
+    loss = crit.forward(Z, y)
+    dZ = crit.backward()
+    assert_array_equal(Z, original)           # the caller's logits are untouched
+    assert not np.shares_memory(dZ, Z)
+
+    Z2 = original.copy()
+    crit2 = CrossEntropyLoss(inplace=True)
+    loss2 = crit2.forward(Z2, y)
+    dZ2 = crit2.backward()
+    assert_allclose(loss2, loss, rtol=tol)
+    assert_allclose(dZ2, dZ, rtol=tol, atol=tol)
+    assert np.shares_memory(dZ2, Z2)          # the documented buffer reuse
+    assert_allclose(loss, _reference_loss(original, y), rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_backward_uses_the_latest_forward(rng):
+    """Two forward passes in a row: backward uses the latest one."""
+    Z1, y1 = _data(rng)
+    Z2 = rng.standard_normal(Z1.shape)
+    y2 = rng.integers(0, Z1.shape[1], size=Z1.shape[0])
+    crit = CrossEntropyLoss()
+    crit.forward(Z1, y1)
+    crit.forward(Z2, y2)
+    assert_allclose(crit.backward(), _reference_grad(Z2, y2), rtol=1e-10, atol=1e-14)
+
+
+def test_bad_inputs_raise(rng):
+    N, C = 4, 5
+    Z = rng.standard_normal((N, C))
+    y = rng.integers(0, C, size=N)
+    crit = CrossEntropyLoss()
+    with pytest.raises(ValueError):
+        crit.forward(Z[0], y[:1])                           # 1-D logits
+    with pytest.raises(ValueError):
+        crit.forward(Z.reshape(2, 2, C), y)                 # 3-D logits
+    with pytest.raises(ValueError):
+        crit.forward(Z, y[:-1])                             # length mismatch
+    with pytest.raises(ValueError):
+        crit.forward(Z, y[:, None])                         # (N, 1) targets
+    with pytest.raises(TypeError):
+        crit.forward(Z, y.astype(np.float64))
+    for bad in (C, -1):
+        yb = y.copy()
+        yb[1] = bad
+        with pytest.raises(ValueError):
+            crit.forward(Z, yb)
