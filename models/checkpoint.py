@@ -46,16 +46,42 @@ def save_npz_atomic(path, arrays):
         raise
 
 
+def write_text_atomic(path, text):
+    """Write `text` to `path` atomically (temp file + fsync + rename), like save_npz_atomic."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def load_npz(path):
-    """{name: array} from an .npz, with one clear error for a missing or damaged file."""
+    """{name: array} from an .npz, with one clear error for a missing or damaged file.
+
+    Every way a file can be bad (truncated, not a zip, a plain .npy, pickled objects,
+    a damaged member) raises CheckpointError with a one-line message.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"holds one {type(z).__name__}, not an .npz archive")
+        with z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - any failure to read is the same problem for the caller
+        reason = " ".join(str(err).split())[:200]  # one line
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {reason})") from None
 
 
 def _json(obj):
@@ -88,12 +114,18 @@ def read_model_file(arrays, path="checkpoint"):
     """(config, meta, params) from loaded arrays, checking the format."""
     if "__format__" not in arrays or "__config__" not in arrays:
         raise CheckpointError(f"{path} is not a mytorch model file (no __format__/__config__)")
-    version = int(arrays["__format__"])
+    try:
+        version = int(arrays["__format__"])
+        config = _unjson(arrays["__config__"])
+        meta = _unjson(arrays["__meta__"]) if "__meta__" in arrays else {}
+    except (TypeError, ValueError) as err:  # ValueError covers bad JSON and bad UTF-8
+        raise CheckpointError(f"{path} has an unreadable header ({type(err).__name__}: {err})") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}; this code reads up to {FORMAT_VERSION}")
+    if not isinstance(config, dict) or not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has an unreadable header (configuration is not a JSON object)")
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    meta = _unjson(arrays["__meta__"]) if "__meta__" in arrays else {}
-    return _unjson(arrays["__config__"]), meta, params
+    return config, meta, params
 
 
 def load_model(path, dtype=np.float32):
@@ -103,12 +135,16 @@ def load_model(path, dtype=np.float32):
     config, meta, params = read_model_file(arrays, path)
     try:
         model = LanguageModel(**config, dtype=dtype)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: unknown model configuration {config} ({err})") from None
     try:
         model.load_state_arrays({k: v.astype(dtype) for k, v in params.items()})
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    vocab = arrays.get("__vocab__")
+    if vocab is not None and vocab.shape != (model.vocab_size,):
+        raise CheckpointError(f"{path}: vocabulary of shape {vocab.shape} does not match the model's "
+                              f"{model.vocab_size} words")
     model.meta = meta
-    model.vocab = arrays["__vocab__"] if "__vocab__" in arrays else None
+    model.vocab = vocab
     return model

@@ -63,6 +63,7 @@ class LanguageModel(Module):
         ph = dropout if dropouth is None else dropouth
         self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng) for k in range(nlayers + 1)]
         self._logits = None
+        self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
 
     # -- forward / backward ------------------------------------------------
     def encode(self, ids, state=None, cache=True):
@@ -79,11 +80,13 @@ class LanguageModel(Module):
             XG = cell.input_gates(X, cache)             # (B, T, 4H) for all steps at once
             h, c = state[k] if state is not None else (None, None)
             Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
-            with blas_threads(1):                       # small products: threads cost more than they give
+            with blas_threads(1):    # small products: 1 BLAS thread is faster (mytorch.parallel)
                 for t in range(T):
                     h, c = cell.step(XG[:, t], None if h is None else (h, c), cache)
                     Hs[:, t] = h
             new_state.append((h, c))
+            if cache:                                   # backward adds dG_t^T h_{t-1} in one product
+                self._hidden[k] = (None if state is None else state[k][0], Hs)
             X = Hs                                      # (B, T, H)
         X = self._drop(len(self.cells), X)
         return X, new_state
@@ -123,9 +126,14 @@ class LanguageModel(Module):
             dh, dc = dX[:, T - 1], None
             with blas_threads(1):
                 for t in reversed(range(T)):
-                    dG[:, t], dh_prev, dc = cell.step_backward(dh, dc)
+                    dG[:, t], dh_prev, dc = cell.step_backward(dh, dc, weight_grad=False)
                     if t > 0:
                         dh = dX[:, t - 1] + dh_prev     # gradient from above + from step t
+            h0, Hs = self._hidden[k]                    # dW_hh += sum_t dG_t^T h_{t-1}, h_{-1} = h0
+            if T > 1:
+                cell.recurrent_weights_backward(dG[:, 1:], Hs[:, :-1])
+            if h0 is not None:
+                cell.recurrent_weights_backward(dG[:, 0], h0)
             dX = cell.input_gates_backward(dG)          # (B, T, I): one product for all steps
             dX = self._drop_backward(k, dX)
         self.embedding.backward(dX)

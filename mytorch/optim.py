@@ -116,6 +116,7 @@ class Adam(Optimizer):
         xp = backend.xp()
         self.m = [xp.zeros_like(p) for _, p, _ in self.params]
         self.v = [xp.zeros_like(p) for _, p, _ in self.params]
+        self.scratch = None
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
@@ -127,23 +128,28 @@ class Adam(Optimizer):
         step_size = lr / bias1
         sqrt_bias2 = math.sqrt(bias2)
         xp = backend.get_array_module(p)
+        if self.scratch is None:  # one reusable temporary per parameter: no allocation per step
+            self.scratch = [xp.empty_like(q) for _, q, _ in self.params]
 
-        def update(p, g, m, v):
+        def update(p, g, m, v, tmp):
             if wd and self.decoupled:
                 p *= 1 - lr * wd                        # AdamW: decay the weights directly
             elif wd:
                 g = g + wd * p                          # Adam: L2 term in the gradient
             m *= b1
-            m += (1 - b1) * g                           # m = b1 m + (1 - b1) g
+            xp.multiply(g, 1 - b1, out=tmp)
+            m += tmp                                    # m = b1 m + (1 - b1) g
             v *= b2
-            v += (1 - b2) * (g * g)                     # v = b2 v + (1 - b2) g^2
-            denom = xp.sqrt(v)
-            denom /= sqrt_bias2
-            denom += eps                                # sqrt(v_hat) + eps, as PyTorch
-            xp.divide(m, denom, out=denom)
-            denom *= step_size
-            p -= denom                                  # p -= lr / bias1 * m / denom
-        parallel_rows(update, p, g, self.m[i], self.v[i])
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1 - b2
+            v += tmp                                    # v = b2 v + (1 - b2) g^2
+            xp.sqrt(v, out=tmp)
+            tmp /= sqrt_bias2
+            tmp += eps                                  # denom = sqrt(v / bias2) + eps, as PyTorch
+            xp.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp                                    # p -= lr / bias1 * m / denom
+        parallel_rows(update, p, g, self.m[i], self.v[i], self.scratch[i])
 
 
 class AdamW(Adam):

@@ -12,6 +12,7 @@ Shapes: N rows, C classes.
 import numpy as np
 
 from .. import backend
+from ..parallel import parallel_rows
 
 
 class CrossEntropyLoss:
@@ -27,27 +28,39 @@ class CrossEntropyLoss:
 
     def __init__(self, inplace=False):
         self.inplace = inplace
+        self.E = None
 
     def forward(self, Z, y):
         xp = backend.get_array_module(Z)
         self._check(Z, y)
         N = Z.shape[0]
         rows = xp.arange(N)
-        m = Z.max(axis=1, keepdims=True)                # (N, 1)
-        target_logit = Z[rows, y] - m[:, 0]             # (N,) read before Z is overwritten
-        E = xp.subtract(Z, m, out=Z if self.inplace else None)
-        xp.exp(E, out=E)                                # (N, C) exp(Z - m), all <= 1
-        s = E.sum(axis=1)                               # (N,)
+        target = Z[rows, y]                             # (N,) read before Z is overwritten
+        E = Z if self.inplace else xp.empty_like(Z)
+        m = xp.empty((N, 1), dtype=Z.dtype)
+        s = xp.empty(N, dtype=np.float64)
+
+        def block(Z, E, m, s):                          # rows are independent: run in row blocks
+            Z.max(axis=1, keepdims=True, out=m)         # (n, 1)
+            xp.subtract(Z, m, out=E)
+            xp.exp(E, out=E)                            # exp(Z - m), all <= 1: no overflow
+            s[...] = E.sum(axis=1)
+        parallel_rows(block, Z, E, m, s)
         self.E, self.s, self.y, self.rows = E, s, y, rows
-        # L = mean(log s - (Z_y - m))
-        return float(xp.mean(xp.log(s.astype(np.float64)) - target_logit))
+        # L = mean(log s + m - Z_y)
+        return float(xp.mean(xp.log(s) + m[:, 0] - target))
 
     def backward(self, dLdloss=1.0):
         """(softmax(Z) - onehot(y)) * dLdloss / N, written into the saved exp buffer."""
+        if self.E is None:
+            raise RuntimeError("CrossEntropyLoss.backward needs a forward first (and runs once per forward)")
         N = self.E.shape[0]
-        scale = (dLdloss / N) / self.s                  # (N,): softmax = E / s
+        scale = ((dLdloss / N) / self.s).astype(self.E.dtype)[:, None]  # (N, 1): softmax = E / s
+
+        def block(E, scale):
+            E *= scale
+        parallel_rows(block, self.E, scale)
         dZ = self.E
-        dZ *= scale.astype(dZ.dtype)[:, None]
         dZ[self.rows, self.y] -= dLdloss / N
         self.E = None                                   # the buffer now belongs to the caller
         return dZ

@@ -96,13 +96,16 @@ class LSTMCell(Module):
             self._steps.append((h, c, ifgo, tanh_c))
         return h_new, c_new
 
-    def step_backward(self, dh, dc=None):
+    def step_backward(self, dh, dc=None, weight_grad=True):
         """Backward of one step.  dh, dc (B, H) -> dG (B, 4H), dh_prev, dc_prev.
 
         dc' total = dc + dh * o * (1 - tanh(c')^2)
         do = dh * tanh(c')      di = dc' * g      dg = dc' * i      df = dc' * c
         da_{i,f,o} = d{i,f,o} * s (1 - s)          da_g = dg * (1 - g^2)
         dW_hh += dG^T h;   dh_prev = dG W_hh;   dc_prev = dc' * f
+
+        weight_grad=False leaves dW_hh to the caller, who can then add all steps'
+        dG^T h in one product with ``recurrent_weights_backward`` (fewer, bigger GEMMs).
         """
         if not self._steps:
             raise RuntimeError("LSTMCell.step_backward called more times than step")
@@ -123,10 +126,16 @@ class LSTMCell(Module):
         dG[:, H:2 * H] *= dc_total * c
         dG[:, 2 * H:3 * H] *= dc_total * i
         dG[:, 3 * H:] *= dh * tanh_c
-        backend.matmul_accumulate(self.grads["W_hh"], dG.T, h)
+        if weight_grad:
+            backend.matmul_accumulate(self.grads["W_hh"], dG.T, h)
         dh_prev = dG @ self.params["W_hh"]
         dc_prev = dc_total * f
         return dG, dh_prev, dc_prev
+
+    def recurrent_weights_backward(self, dG, H_prev):
+        """dW_hh += sum over steps of dG_t^T h_{t-1}.  dG (..., 4H), H_prev (..., H), same leading shape."""
+        backend.matmul_accumulate(self.grads["W_hh"], dG.reshape(-1, 4 * self.hidden_size).T,
+                                  H_prev.reshape(-1, self.hidden_size))
 
     # -- the textbook interface: one step, input included --------------------
     def forward(self, x, state=None, cache=True):

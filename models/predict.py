@@ -1,0 +1,129 @@
+"""Use a trained model: the most likely next words after a prompt, and a continuation.
+
+    python -m models.predict --checkpoint checkpoints/reference.npz "The cat is on the"
+    python -m models.predict --checkpoint best.npz "The cat is on the" --words 30 --temperature 0.8 --top-p 0.9
+
+Shapes: V vocabulary, P prompt words (plus the <sos> put in front), K continuation words.
+
+The prompt is split on whitespace, like the corpus (WikiText-2 is case-sensitive and
+tokenised: "cat ." not "cat."); a word the vocabulary lacks is read as <unk>, and
+the command says which. It prints
+
+    next words after: The cat is on the
+      0.1234  first
+      ...                                (--top lines, probabilities = softmax of model.predict)
+    The cat is on the | w1 w2 ... wK     (model.generate: greedy at --temperature 0)
+
+Errors (missing or damaged model file, no vocabulary, empty prompt, bad flags) print
+one line `error: ...` on stderr and return exit code 2.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+
+class UsageError(Exception):
+    """A user's mistake: printed as one line, exit code 2."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("prompt", nargs="*", help="the words to continue (one quoted string or several words)")
+    p.add_argument("--checkpoint", required=True, help="model file written by models.save_model (e.g. best.npz)")
+    p.add_argument("--data", help="HW4P1 directory to read vocab.npy from, for a model file without a vocabulary")
+    p.add_argument("--words", type=int, default=20, help="words to generate after the prompt (0: none)")
+    p.add_argument("--top", type=int, default=5, help="how many most likely next words to list (0: none)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; otherwise sample softmax(z / T)")
+    p.add_argument("--top-k", type=int, help="sample only among the K most likely words")
+    p.add_argument("--top-p", type=float, help="sample only among the smallest set of words with mass >= P")
+    p.add_argument("--seed", type=int, help="random seed for sampling")
+    return p.parse_args(argv)
+
+
+def _check_flags(args):
+    if args.words < 0:
+        raise UsageError(f"--words must be >= 0, got {args.words}")
+    if args.top < 0:
+        raise UsageError(f"--top must be >= 0, got {args.top}")
+    if not args.temperature >= 0:  # also refuses nan
+        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must lie in (0, 1], got {args.top_p}")
+
+
+def load_vocabulary(model, data_dir=None):
+    """The Vocabulary stored in the model file, else DATA_DIR's vocab.npy (checked against the model)."""
+    from dataset.corpus import SOS, Vocabulary, load_vocab
+    words = getattr(model, "vocab", None)
+    if words is None:
+        if data_dir is None:
+            raise UsageError("the model file holds no vocabulary: pass --data DIR (the directory with vocab.npy)")
+        words = load_vocab(data_dir)
+    vocab = Vocabulary(words)
+    if len(vocab) != model.vocab_size:
+        raise UsageError(f"the vocabulary has {len(vocab)} words but the model predicts {model.vocab_size}")
+    if SOS not in vocab:
+        raise UsageError(f"the vocabulary lacks {SOS}")
+    return vocab
+
+
+def encode_prompt(vocab, words):
+    """(ids (1 + P,) int64 with <sos> first, the prompt words the vocabulary lacks)."""
+    from dataset.corpus import UNK
+    unknown = [w for w in words if w not in vocab]
+    if unknown and UNK not in vocab:
+        raise UsageError(f"words not in the vocabulary (which has no {UNK}): {' '.join(unknown)}")
+    ids = np.concatenate(([vocab.sos_id], vocab.encode(words))).astype(np.int64)
+    return ids, unknown
+
+
+def top_words(model, ids, k):
+    """[(word id, probability)] * k, most likely first: softmax of model.predict in float64."""
+    from mytorch import backend
+    z = backend.to_numpy(model.predict(ids[None, :]))[0].astype(np.float64)   # (V,)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    best = np.argsort(-p, kind="stable")[:k]
+    return [(int(i), float(p[i])) for i in best]
+
+
+def run(args, out=sys.stdout):
+    from . import load
+    _check_flags(args)
+    words = " ".join(args.prompt).split()
+    if not words:
+        raise UsageError("the prompt is empty: give the words to continue, e.g. \"The cat is on the\"")
+    model = load(args.checkpoint).eval()            # eval: no dropout at inference
+    vocab = load_vocabulary(model, args.data)
+    ids, unknown = encode_prompt(vocab, words)
+    if unknown:
+        print(f"unknown words (read as <unk>): {' '.join(unknown)}", file=out)
+    prompt = " ".join(words)
+    if args.top:
+        print(f"next words after: {prompt}", file=out)
+        for i, p in top_words(model, ids, args.top):
+            print(f"  {p:.4f}  {vocab.words[i]}", file=out)
+    if args.words:
+        cont = model.generate(ids[None, :], args.words, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, seed=args.seed)              # (1, K)
+        print(f"{prompt} | {vocab.decode(cont[0])}", file=out)
+    return 0
+
+
+def main(argv=None):
+    from dataset.corpus import DataError
+    from .checkpoint import CheckpointError
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, CheckpointError, DataError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)   # one line
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
