@@ -4,6 +4,7 @@
     python train.py --preset notebook                 # the course notebook's configuration
     python train.py --dry-run                         # a few batches of each phase, in seconds
     python train.py --resume runs/default-<time>      # continue an interrupted run
+    python train.py --resume DIR --epochs 10          # train a finished run further
 
 Every epoch prints and records: mean train loss, the course's validation NLL on
 fixtures/prediction.npz, perplexity over the whole validation split, and a few
@@ -52,8 +53,14 @@ class UsageError(Exception):
     """A user's mistake: printed as one line, exit code 2, no traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A malformed flag: one line, like every other user error (argparse also prints the usage)."""
+        self.exit(2, f"error: {message} (python train.py --help lists the flags)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = _Parser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory (dataset/ and fixtures/)")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe; flags override it")
@@ -111,15 +118,17 @@ def resolve_config(args):
 def validate_config(cfg):
     """cfg itself, or UsageError naming the first impossible setting."""
     checks = [
-        (cfg["lr"] > 0, f"--lr must be > 0, got {cfg['lr']}"),
+        (math.isfinite(cfg["lr"]) and cfg["lr"] > 0, f"--lr must be a finite number > 0, got {cfg['lr']}"),
         (cfg["batch_size"] >= 1, f"--batch_size must be >= 1, got {cfg['batch_size']}"),
         (cfg["bptt"] >= 1, f"--bptt must be >= 1, got {cfg['bptt']}"),
         (cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}"),
         (min(cfg["emsize"], cfg["nhid"], cfg["nlayers"]) >= 1, "--emsize, --nhid and --nlayers must be >= 1"),
         (0 <= cfg["dropout"] < 1, f"--dropout must lie in [0, 1), got {cfg['dropout']}"),
         (0 <= cfg["dropouth"] < 1, f"--dropouth must lie in [0, 1), got {cfg['dropouth']}"),
-        (cfg["clip"] >= 0, f"--clip must be >= 0, got {cfg['clip']}"),
-        (cfg["wdecay"] >= 0, f"--wdecay must be >= 0, got {cfg['wdecay']}"),
+        (math.isfinite(cfg["clip"]) and cfg["clip"] >= 0,
+         f"--clip must be a finite number >= 0, got {cfg['clip']}"),
+        (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
+         f"--wdecay must be a finite number >= 0, got {cfg['wdecay']}"),
         (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
         (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
     ]
@@ -161,9 +170,18 @@ class Run:
         self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
                         train_seconds=0.0)
         self.stop_signal = None
+        self.saved_at = None     # (epoch, batch) of the state.npz on disk
 
     # -- persistence -------------------------------------------------------------
     def state_arrays(self):
+        """Everything needed to continue, as one dict of arrays (state.npz):
+
+            __format__, __config__, __meta__, param/*   the model (models.checkpoint's layout)
+            opt/<buffer>/<i>                            optimizer moments (Adam m, v; SGD momentum)
+            __run__    JSON: position (epoch, batch, running loss, metrics, best NLL), the flags,
+                       optimizer step count and lr, the schedule, the dropout RNG states
+        The data order needs no state: the loader rebuilds any epoch from (seed, epoch).
+        """
         from models.checkpoint import model_arrays
         arrays = model_arrays(self.model, meta={"vocab_size": len(self.data.vocab)})
         opt_state = self.opt.state_dict()
@@ -179,38 +197,53 @@ class Run:
     def save_state(self):
         """Write state.npz atomically. Returns True, or False (with a message) if it failed."""
         from models.checkpoint import save_npz_atomic
+        path = self.dir / "state.npz"
         try:
-            save_npz_atomic(self.dir / "state.npz", self.state_arrays())
-            return True
+            save_npz_atomic(path, self.state_arrays())
         except OSError as err:
-            print(f"\nwarning: could not write {self.dir / 'state.npz'} ({err.strerror or err}); "
-                  "the previous checkpoint is intact", file=sys.stderr)
+            print(f"\nwarning: could not write {path} ({err.strerror or err}); {self.last_checkpoint()}",
+                  file=sys.stderr)
             return False
+        self.saved_at = (self.pos["epoch"], self.pos["batch"])
+        return True
 
-    def load_state(self, path):
-        from models.checkpoint import CheckpointError, load_npz, read_model_file
-        arrays = load_npz(path)
-        if "__run__" not in arrays:
-            raise CheckpointError(f"{path} is not a training state file (no __run__)")
-        run = json.loads(bytes(arrays["__run__"]).decode())
+    def last_checkpoint(self):
+        """One phrase saying which checkpoint is on disk, for messages."""
+        if self.saved_at is None:
+            return "no checkpoint has been written yet"
+        return f"the previous checkpoint {self.dir / 'state.npz'} ({_where(*self.saved_at)}) is intact"
+
+    def load_state(self, arrays, path):
+        """Restore everything state_arrays saved (arrays: read_state's first result)."""
+        from models.checkpoint import CheckpointError, read_model_file
+        run = _run_record(arrays, path)
         config, meta, params = read_model_file(arrays, path)
         if meta.get("vocab_size") != len(self.data.vocab):
             raise CheckpointError(f"{path} was trained with a vocabulary of {meta.get('vocab_size')} words "
-                                  f"but the data has {len(self.data.vocab)}")
+                                  f"but {self.cfg['data']} has {len(self.data.vocab)}: resume with the "
+                                  "--data it was trained on")
         try:
             self.model.load_state_arrays(params)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-        buffers = {}
-        for key in self.opt.state_dict()["buffers"]:
-            n = len([k for k in arrays if k.startswith(f"opt/{key}/")])
-            buffers[key] = [arrays[f"opt/{key}/{i}"] for i in range(n)]
-        self.opt.load_state_dict(dict(t=run["opt_t"], lr=run["opt_lr"], buffers=buffers))
-        self.sched.load_state_dict(run["sched"])
-        self.opt.lr = run["opt_lr"]
-        for d, st in zip(self.model.drops, run["dropout_rngs"]):
-            d.rng.bit_generator.state = st
-        self.pos = run["pos"]
+            buffers = {}
+            for key in self.opt.state_dict()["buffers"]:
+                n = len([k for k in arrays if k.startswith(f"opt/{key}/")])
+                buffers[key] = [arrays[f"opt/{key}/{i}"] for i in range(n)]
+            self.opt.load_state_dict(dict(t=run["opt_t"], lr=run["opt_lr"], buffers=buffers))
+            self.sched.load_state_dict(run["sched"])
+            self.opt.lr = run["opt_lr"]
+            if len(run["dropout_rngs"]) != len(self.model.drops):
+                raise ValueError(f"{len(run['dropout_rngs'])} dropout RNG states for "
+                                 f"{len(self.model.drops)} layers")
+            for d, st in zip(self.model.drops, run["dropout_rngs"]):
+                d.rng.bit_generator.state = st
+            pos = dict(run["pos"])
+            missing = set(self.pos) - set(pos)
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: unusable training state ({type(err).__name__}: {err})") from None
+        self.pos = pos
+        self.saved_at = (pos["epoch"], pos["batch"])
 
     # -- one training step ------------------------------------------------------------
     def train_step(self, x, y):
@@ -245,10 +278,10 @@ class Run:
         valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
         mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
         pred_test = backend.to_numpy(model.predict(self.fx["prediction_test_inp"])).astype(np.float32)
-        np.save(self.dir / f"predictions-test-{epoch}.npy", pred_test)
+        _try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test))
         gen_test = model.generate(self.fx["generation_test"], 10)
-        (self.dir / f"generated-texts-test-{epoch}.txt").write_text(
-            format_generation(self.data.vocab, self.fx["generation_test"], gen_test))
+        _try_write(self.dir / f"generated-texts-test-{epoch}.txt", lambda path: path.write_text(
+            format_generation(self.data.vocab, self.fx["generation_test"], gen_test)))
         gen = model.generate(self.fx["generation"][:3], 10)
         model.train()
         return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
@@ -270,10 +303,11 @@ class Run:
                 loss, norm = self.train_step(x, y)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     bar.close()
+                    what = "loss" if not math.isfinite(loss) else "gradient norm"
                     raise TrainingDiverged(
-                        f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at epoch "
-                        f"{epoch + 1}, batch {pos['batch'] + 1}: training stopped; the last good checkpoint "
-                        f"{self.dir / 'state.npz'} is intact (try a lower --lr or a --clip)")
+                        f"non-finite {what} ({loss if what == 'loss' else norm}) at epoch {epoch + 1}, "
+                        f"batch {pos['batch'] + 1}: training stopped, nothing saved; "
+                        f"{self.last_checkpoint()} (try a lower --lr or a --clip)")
                 pos["batch"] += 1
                 pos["loss_sum"] += loss
                 pos["loss_count"] += 1
@@ -294,6 +328,7 @@ class Run:
         return None
 
     def end_epoch(self, epoch):
+        from models.checkpoint import write_text_atomic
         pos = self.pos
         ev = self.evaluate(epoch + 1)
         samples = ev.pop("samples")
@@ -307,14 +342,30 @@ class Run:
         print(samples, end="")
         if pos["best_nll"] is None or row["val_nll"] < pos["best_nll"]:
             pos["best_nll"] = row["val_nll"]
-            self.model.save(self.dir / "best.npz", meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1,
-                                                              val_nll=row["val_nll"]),
-                            vocab=self.data.vocab)
+            _try_write(self.dir / "best.npz", lambda path: self.model.save(
+                path, meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1, val_nll=row["val_nll"]),
+                vocab=self.data.vocab))
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
-        with open(self.dir / "metrics.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in pos["metrics"])
+        _try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
+            path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])))
         self.save_state()
-        plot_curves(pos["metrics"], self.dir / "curves.png")
+        _try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path))
+
+
+def _where(epoch, batch):
+    """'epoch 3, batch 40' for pos (epoch=2, batch=40); 'the end of epoch 2' for (2, 0)."""
+    return f"the end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+
+
+def _try_write(path, write):
+    """write(path); on OSError (full disk, no permission) warn and go on: training outlives a failed write."""
+    try:
+        write(path)
+        return True
+    except OSError as err:
+        kept = "the previous file is intact" if Path(path).exists() else "it was not written"
+        print(f"\nwarning: could not write {path} ({err.strerror or err}); {kept}", file=sys.stderr)
+        return False
 
 
 class TrainingDiverged(Exception):
@@ -380,61 +431,163 @@ def _load(cfg):
     return data, load_fixtures(cfg["data"], len(data.vocab))
 
 
+def _run_record(arrays, path):
+    """The __run__ JSON of a state.npz (see Run.state_arrays)."""
+    from models.checkpoint import CheckpointError
+    if "__run__" not in arrays:
+        raise CheckpointError(f"{path} is not a training state file (no __run__; a model file such as "
+                              "best.npz cannot be resumed)")
+    try:
+        run = json.loads(bytes(arrays["__run__"]).decode())
+        if not isinstance(run, dict) or not isinstance(run.get("cfg"), dict):
+            raise ValueError("no configuration")
+    except ValueError as err:
+        raise CheckpointError(f"{path}: unreadable training state ({err})") from None
+    return run
+
+
+# flags that may differ from the saved run on --resume: they change neither the model nor its
+# trajectory (epochs stretches the schedule: see resume_config)
+RESUME_OVERRIDES = ("epochs", "save_every", "backend", "data")
+RESUME_IGNORED = ("resume", "no_progress", "save")
+
+
+def resume_config(saved, given, exp_dir):
+    """The saved run's configuration with the allowed flags of this command line applied.
+
+    A flag that would change the run (--nhid, --lr, --seed, ...) and differs from the saved
+    value is a UsageError: the run would no longer be the one that was saved.
+    """
+    from models.checkpoint import CheckpointError
+    cfg = dict(saved)
+    if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
+        raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "
+                         "drop --save to continue the saved run")
+    if given.get("dry_run"):
+        given = dict(given, epochs=1, max_batches=DRY_RUN_BATCHES)
+    differ = []
+    for key, value in given.items():
+        if key in RESUME_IGNORED or key == "dry_run":
+            continue
+        if key in RESUME_OVERRIDES:
+            cfg[key] = str(value) if key == "data" else value
+        elif key not in saved:
+            raise CheckpointError(f"{exp_dir / 'state.npz'}: the saved configuration lacks {key!r}")
+        elif value != saved[key]:
+            differ.append(f"--{key} {value} (saved: {saved[key]})")
+    if differ:
+        raise UsageError(f"--resume {exp_dir}: flags differ from the saved run: {', '.join(differ)}; "
+                         "drop them to continue it, or start a new run with another --save")
+    try:
+        return validate_config(cfg)
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{exp_dir / 'state.npz'}: unusable saved configuration ({err!r})") from None
+
+
+def setup(argv):
+    """(run, exp_dir, args) ready to train, from a command line; raises the user-facing errors."""
+    from models.checkpoint import CheckpointError, load_npz, write_text_atomic
+    from mytorch import backend
+    args = parse_args(argv)
+    state = None
+    if args.resume:
+        exp_dir = Path(args.resume)
+        if not (exp_dir / "state.npz").is_file():
+            raise UsageError(f"--resume {exp_dir}: no state.npz there (give the --save directory of a run)")
+        try:
+            state = load_npz(exp_dir / "state.npz")
+            saved_cfg = _run_record(state, exp_dir / "state.npz")["cfg"]
+        except CheckpointError as err:
+            hint = "it cannot be resumed: start a new run with another --save"
+            raise CheckpointError(f"{err}; {hint}") from None
+        cfg = resume_config(saved_cfg, given_flags(argv), exp_dir)
+    else:
+        cfg = resolve_config(args)
+        exp_dir = Path(args.save or f"runs/{cfg['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (exp_dir / "state.npz").exists():
+            raise UsageError(f"{exp_dir} already holds a run (state.npz): continue it with "
+                             f"--resume {exp_dir}, or choose another --save")
+    backend.set_backend(cfg["backend"])
+    data, fixtures = _load(cfg)
+    try:
+        run = Run(cfg, exp_dir, data, fixtures)
+    except ValueError as err:  # too little data for one batch of --batch_size x --bptt
+        reason = " ".join(str(err).split(" (")[0].split())
+        raise UsageError(f"{reason} in {cfg['data']}: use a smaller --batch_size or --bptt") from None
+    if state is not None:
+        run.load_state(state, exp_dir / "state.npz")
+        done = run.pos["epoch"]
+        if done >= cfg["epochs"] and cfg["epochs"] != saved_cfg["epochs"]:
+            raise UsageError(f"--epochs {cfg['epochs']}: {exp_dir} has already trained {done} epochs; "
+                             f"give --epochs > {done} to train further")
+        if cfg["epochs"] != saved_cfg["epochs"]:   # stretch the cosine over the new length
+            run.sched.T_max = cfg["epochs"] * run.batches_per_epoch
+            run.opt.lr = run.sched.get_lr()
+        for stale in exp_dir.glob(".tmp-*"):       # left by a kill during a write
+            stale.unlink()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(exp_dir / "config.json", json.dumps(cfg, indent=2) + "\n")
+    return run, exp_dir, args
+
+
 def main(argv=None):
     from dataset.corpus import DataError
     from models.checkpoint import CheckpointError
     from mytorch import backend
-    args = parse_args(argv)
     try:
-        if args.resume:
-            exp_dir = Path(args.resume)
-            if not (exp_dir / "config.json").is_file() or not (exp_dir / "state.npz").is_file():
-                raise UsageError(f"--resume {exp_dir}: no config.json/state.npz there (is it a --save directory?)")
-            try:
-                cfg = json.loads((exp_dir / "config.json").read_text())
-            except (OSError, ValueError) as err:
-                raise CheckpointError(f"{exp_dir / 'config.json'} is unreadable ({err})") from None
-        else:
-            cfg = resolve_config(args)
-            exp_dir = Path(args.save or f"runs/{cfg['preset']}-{time.strftime('%Y%m%d-%H%M%S')}")
-        backend.set_backend(cfg["backend"])
-        data, fixtures = _load(cfg)
-        run = Run(cfg, exp_dir, data, fixtures)
-        if args.resume:
-            run.load_state(exp_dir / "state.npz")
-            print(f"resuming {exp_dir} at epoch {run.pos['epoch'] + 1}, batch {run.pos['batch']}")
-        else:
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            (exp_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    except (UsageError, DataError, CheckpointError, backend.BackendError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        run, exp_dir, args = setup(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a malformed flag (2), already printed
+        return exit_.code
+    except (UsageError, DataError, CheckpointError, backend.BackendError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was changed", file=sys.stderr)
+        return 130
+    cfg = run.cfg
+    if run.pos["epoch"] >= cfg["epochs"]:
+        print(f"nothing to do: {exp_dir} has already trained its {cfg['epochs']} epochs "
+              f"(give --epochs N to train further)")
+        return 0
+    if run.saved_at is not None:
+        print(f"resuming {exp_dir} from {_where(run.pos['epoch'], run.pos['batch'])}")
 
     n_params = sum(p.size for p in {id(p): p for _, p, _ in run.model.named_parameters()}.values())
     print(f"model: {cfg['nlayers']} x LSTM({cfg['emsize']}->{cfg['nhid']}) tied={cfg['tied']} "
           f"| {n_params / 1e6:.2f}M parameters | {run.batches_per_epoch} batches of "
-          f"{cfg['batch_size']}x{cfg['bptt']} per epoch | {cfg['epochs']} epochs -> {exp_dir}")
+          f"{cfg['batch_size']}x{cfg['bptt']} per epoch | {cfg['epochs']} epochs -> {exp_dir}", flush=True)
 
     def on_signal(signum, frame):
-        run.stop_signal = signum
+        if run.stop_signal is None:  # the first: finish this batch, save, exit
+            run.stop_signal = signum
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping after this step and saving "
+                        "(send it again to quit at once)\n".encode())
+        else:                        # the second: quit now, without saving
+            raise KeyboardInterrupt
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         stopped = run.train(progress=not args.no_progress)
+        if stopped is not None:
+            saved = run.save_state()
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"\nquit without saving; {run.last_checkpoint()}: resume with: "
+              f"python train.py --resume {exp_dir}", file=sys.stderr)
+        return 128 + (run.stop_signal or signal.SIGINT)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     if stopped is not None:
-        saved = run.save_state()
         name = signal.Signals(stopped).name
         if saved:
-            print(f"{name}: stopped at epoch {run.pos['epoch'] + 1}, batch {run.pos['batch']}; state saved. "
+            print(f"{name}: stopped at {_where(run.pos['epoch'], run.pos['batch'])}; state saved. "
                   f"Resume with: python train.py --resume {exp_dir}", file=sys.stderr)
+        else:
+            print(f"{name}: stopped at {_where(run.pos['epoch'], run.pos['batch'])} but could not save; "
+                  f"{run.last_checkpoint()}: resume with: python train.py --resume {exp_dir}",
+                  file=sys.stderr)
         return 128 + stopped
     best = run.pos["best_nll"]
     print(f"done: best validation NLL {best:.4f}; model in {exp_dir / 'best.npz'}")

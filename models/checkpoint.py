@@ -26,12 +26,24 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, truncated or of an unknown format."""
 
 
+def _mkstemp_like_open(folder, suffix):
+    """tempfile.mkstemp, but with the permissions open() would give (mkstemp's are 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)
+    except OSError:  # a filesystem without permissions: keep mkstemp's
+        pass
+    return fd, tmp
+
+
 def save_npz_atomic(path, arrays):
     """np.savez `arrays` to `path` atomically (temp file + fsync + rename)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = _mkstemp_like_open(folder, ".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -49,7 +61,7 @@ def save_npz_atomic(path, arrays):
 def write_text_atomic(path, text):
     """Write `text` to `path` atomically (temp file + fsync + rename), like save_npz_atomic."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = _mkstemp_like_open(os.path.dirname(os.path.abspath(path)), ".txt")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -81,7 +93,8 @@ def load_npz(path):
             return {k: z[k] for k in z.files}
     except Exception as err:  # noqa: BLE001 - any failure to read is the same problem for the caller
         reason = " ".join(str(err).split())[:200]  # one line
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {reason})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
+                              f"({type(err).__name__}: {reason})") from None
 
 
 def _json(obj):
@@ -129,7 +142,7 @@ def read_model_file(arrays, path="checkpoint"):
 
 
 def load_model(path, dtype=np.float32):
-    """LanguageModel from a file written by save_model (float16 weights are widened)."""
+    """LanguageModel, in eval mode, from a file written by save_model (float16 weights are widened)."""
     from .language_model import LanguageModel
     arrays = load_npz(path)
     config, meta, params = read_model_file(arrays, path)
@@ -147,4 +160,4 @@ def load_model(path, dtype=np.float32):
                               f"{model.vocab_size} words")
     model.meta = meta
     model.vocab = vocab
-    return model
+    return model.eval()                                 # ready for predict/generate

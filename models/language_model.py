@@ -12,6 +12,8 @@ Each LSTM layer does its input-side product for all T steps at once
 W_ih gradient. With ``tied=True`` the decoder reuses the embedding matrix
 (the last layer's hidden size is then D) and both gradients add into one buffer.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 from mytorch import backend
@@ -21,6 +23,7 @@ from mytorch.parallel import blas_threads
 
 from .sampling import choose_next
 
+MAX_GENERATE_STEPS = 10_000  # generate() refuses more: a typo (1e6 for 1e2) would run for hours
 
 
 def check_ids(ids, vocab_size, who):
@@ -140,9 +143,13 @@ class LanguageModel(Module):
 
     # -- inference -----------------------------------------------------------
     def predict(self, inp):
-        """inp (B, T) ids -> (B, V) float32 scores (logits) for the word after the last one."""
-        X, _ = self.encode(inp, cache=False)
-        return self.decoder.forward(X[:, -1])
+        """inp (B, T) ids -> (B, V) float32 scores (logits) for the word after the last one.
+
+        Inference never applies dropout, whatever the train/eval mode.
+        """
+        with self._inference():
+            X, _ = self.encode(inp, cache=False)
+            return self.decoder.forward(X[:, -1])
 
     def generate(self, inp, timesteps, temperature=0.0, top_k=None, top_p=None, seed=None):
         """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) ids.
@@ -151,18 +158,31 @@ class LanguageModel(Module):
         temperature 0 is greedy; otherwise sample from softmax(logits / temperature),
         optionally restricted to the top_k words or the smallest set with mass >= top_p.
         """
-        if not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-            raise ValueError(f"generate: timesteps must be a positive integer, got {timesteps!r}")
+        if (not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool)
+                or not 1 <= timesteps <= MAX_GENERATE_STEPS):
+            raise ValueError(f"generate: timesteps must be an integer in [1, {MAX_GENERATE_STEPS}], "
+                             f"got {timesteps!r}")
         rng = np.random.default_rng(seed)
-        X, state = self.encode(inp, cache=False)
-        logits = self.decoder.forward(X[:, -1])         # (B, V)
         out = []
-        for _ in range(timesteps):
-            nxt = choose_next(backend.to_numpy(logits), temperature, top_k, top_p, rng)  # (B,)
-            out.append(nxt)
-            X, state = self.encode(nxt[:, None], state, cache=False)
-            logits = self.decoder.forward(X[:, -1])
+        with self._inference():
+            X, state = self.encode(inp, cache=False)
+            logits = self.decoder.forward(X[:, -1])     # (B, V)
+            for _ in range(timesteps):
+                nxt = choose_next(backend.to_numpy(logits), temperature, top_k, top_p, rng)  # (B,)
+                out.append(nxt)
+                X, state = self.encode(nxt[:, None], state, cache=False)
+                logits = self.decoder.forward(X[:, -1])
         return np.stack(out, axis=1)
+
+    @contextmanager
+    def _inference(self):
+        """Eval mode for the duration (no dropout), then the caller's mode back."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     # -- state and persistence ---------------------------------------------------
     def _check_state(self, state, B):

@@ -1,7 +1,8 @@
 """Use a trained model: the most likely next words after a prompt, and a continuation.
 
     python -m models.predict --checkpoint checkpoints/reference.npz "The cat is on the"
-    python -m models.predict --checkpoint best.npz "The cat is on the" --words 30 --temperature 0.8 --top-p 0.9
+    python -m models.predict --checkpoint best.npz "The cat is on the" --words 30 \
+        --temperature 0.8 --top-p 0.9
 
 Shapes: V vocabulary, P prompt words (plus the <sos> put in front), K continuation words.
 
@@ -28,16 +29,17 @@ class UsageError(Exception):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("prompt", nargs="*", help="the words to continue (one quoted string or several words)")
-    p.add_argument("--checkpoint", required=True, help="model file written by models.save_model (e.g. best.npz)")
-    p.add_argument("--data", help="HW4P1 directory to read vocab.npy from, for a model file without a vocabulary")
+    p.add_argument("--checkpoint", required=True,
+                   help="model file written by models.save_model (e.g. best.npz)")
+    p.add_argument("--data", help="directory with vocab.npy, for a model file without a vocabulary")
     p.add_argument("--words", type=int, default=20, help="words to generate after the prompt (0: none)")
     p.add_argument("--top", type=int, default=5, help="how many most likely next words to list (0: none)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; otherwise sample softmax(z / T)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; else sample softmax(z / T)")
     p.add_argument("--top-k", type=int, help="sample only among the K most likely words")
-    p.add_argument("--top-p", type=float, help="sample only among the smallest set of words with mass >= P")
+    p.add_argument("--top-p", type=float, help="sample only among the fewest words with mass >= P")
     p.add_argument("--seed", type=int, help="random seed for sampling")
     return p.parse_args(argv)
 
@@ -61,7 +63,7 @@ def load_vocabulary(model, data_dir=None):
     words = getattr(model, "vocab", None)
     if words is None:
         if data_dir is None:
-            raise UsageError("the model file holds no vocabulary: pass --data DIR (the directory with vocab.npy)")
+            raise UsageError("the model file holds no vocabulary: pass --data DIR (the folder of vocab.npy)")
         words = load_vocab(data_dir)
     vocab = Vocabulary(words)
     if len(vocab) != model.vocab_size:
@@ -91,8 +93,9 @@ def top_words(model, ids, k):
     return [(int(i), float(p[i])) for i in best]
 
 
-def run(args, out=sys.stdout):
+def run(args, out=None):
     from . import load
+    out = out or sys.stdout
     _check_flags(args)
     words = " ".join(args.prompt).split()
     if not words:

@@ -16,7 +16,7 @@ def choose_next(logits, temperature=0.0, top_k=None, top_p=None, rng=None):
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2:
         raise ValueError(f"choose_next: expected logits of shape (B, V), got {logits.shape}")
-    if temperature is None or temperature < 0:
+    if temperature is None or not temperature >= 0:  # also rejects nan
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and not 1 <= top_k:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

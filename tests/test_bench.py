@@ -1,0 +1,148 @@
+"""bench.train_step: the JSON contract, the phased step against the model, the FLOP count, presets.
+
+Tiny shapes only (V = 500, D = H = 8): these check the script, not the machine's speed.
+PyTorch is optional: its case is skipped where ``import torch`` fails.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:      # bench/ and train.py sit in the repository root, not in the package
+    sys.path.insert(0, str(ROOT))
+
+from bench import train_step as bench  # noqa: E402
+from models import LanguageModel  # noqa: E402
+from mytorch import backend  # noqa: E402
+
+TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch", "4", "--bptt", "3",
+        "--emsize", "8", "--nhid", "8", "--gemm-reps", "2"]
+KEYS = {"tokens_per_s", "torch_tokens_per_s", "ratio", "gemm_gflops", "floor_tokens_per_s",
+        "gemm_floor_fraction", "phases", "config", "backend", "peak_rss_mb"}
+
+
+def _run(capsys, argv):
+    code = bench.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.rstrip("\n").split("\n")
+    return json.loads(lines[-1]), "\n".join(lines[:-1])
+
+
+def test_main_prints_table_then_json_last(capsys):
+    env_before = os.environ.get("MYTORCH_THREADS")
+    t0 = time.perf_counter()
+    result, table = _run(capsys, TINY + ["--no-torch", "--check"])
+    assert time.perf_counter() - t0 < 5
+    assert KEYS <= result.keys()
+    assert result["tokens_per_s"] > 0 and result["gemm_gflops"] > 0 and result["floor_tokens_per_s"] > 0
+    fraction = result["tokens_per_s"] / result["floor_tokens_per_s"]
+    assert result["gemm_floor_fraction"] == pytest.approx(fraction, rel=1e-2)
+    assert set(result["phases"]) == {key for key, _ in bench.PHASES}
+    assert all(ms >= 0 for ms in result["phases"].values()) and sum(result["phases"].values()) > 0
+    assert result["torch_tokens_per_s"] is None and result["ratio"] is None and result["torch"] is None
+    assert result["backend"] == "numpy"
+    assert result["config"]["vocab"] == 500 and result["config"]["tokens_per_step"] == 12
+    assert result["peak_rss_mb"] is None or result["peak_rss_mb"] > 0
+    for label in ("LSTM forward", "LSTM backward", "projection", "softmax + loss", "optimizer",
+                  "sum of phases", "full step", "GFLOP/s", "not timed (--no-torch)"):
+        assert label in table
+    assert os.environ.get("MYTORCH_THREADS") == env_before          # the thread setting is restored
+    assert backend.get_backend() == "numpy"
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(emsize=8, nhid=8, nlayers=2, tied=False, B=4, T=3),
+    dict(emsize=6, nhid=10, nlayers=3, tied=True, B=3, T=4),        # tied: last layer is emsize wide
+    dict(emsize=5, nhid=7, nlayers=1, tied=False, B=1, T=1),        # batch of 1, T = 1
+])
+def test_phased_step_reproduces_model_gradients(cfg):
+    model = LanguageModel(40, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"], dropout=0.2, seed=3)
+    opt = bench.optim.Adam(model.parameters())
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (cfg["B"], cfg["T"]))                     # few ids: repeats in the embedding grad
+    y = rng.integers(0, 40, (cfg["B"], cfg["T"]))
+    bench.check_phased_step(model, opt, x, y)
+    assert [d.p for d in model.drops][0] == 0.2                      # dropout restored after the check
+
+
+def test_phased_step_check_can_fail(monkeypatch):
+    model = LanguageModel(40, 8, 8, 2, seed=3)
+    opt = bench.optim.Adam(model.parameters())
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 40, (2, 3)), rng.integers(0, 40, (2, 3))
+    original = LanguageModel.backward
+
+    def skewed(self, dLdlogits):   # the model's own path changes; the bench's copy does not
+        original(self, dLdlogits)
+        self.cells[0].grads["W_hh"] += 1e-3
+    monkeypatch.setattr(LanguageModel, "backward", skewed)
+    with pytest.raises(AssertionError, match="W_hh"):
+        bench.check_phased_step(model, opt, x, y)
+
+
+def test_flops_and_floor_of_the_reference_model():
+    cfg, _ = bench.resolve_config(bench.parse_args([]))
+    model = (cfg["vocab"], cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"])
+    assert model == (33280, 128, 128, 2, False)
+    assert (cfg["batch_size"], cfg["bptt"], cfg["optimizer"]) == (32, 10, "adam")
+    # 6 * (128 * 33280 + 2 * (4*128*128 + 4*128*128)) = 27.1 MFLOP a token
+    assert bench.matmul_flops_per_token(cfg) == 6 * (128 * 33280 + 2 * (2 * 4 * 128 * 128)) == 27_131_904
+    assert 190e9 / bench.matmul_flops_per_token(cfg) == pytest.approx(7000, rel=0.01)
+    tied = dict(cfg, nhid=384, tied=True)                            # layers 128 -> 384 -> 128
+    layers = 4 * 384 * (128 + 384) + 4 * 128 * (384 + 128)
+    assert bench.matmul_flops_per_token(tied) == 6 * (128 * 33280 + layers)
+
+
+def test_preset_reads_train_presets_and_flags_override():
+    import train
+    cfg, _ = bench.resolve_config(bench.parse_args(["--preset", "default", "--bptt", "7"]))
+    preset = train.PRESETS["default"]
+    for key in ("emsize", "nhid", "nlayers", "tied", "batch_size", "optimizer", "clip", "dropout"):
+        assert cfg[key] == preset[key], key
+    assert cfg["bptt"] == 7 and cfg["tokens_per_step"] == preset["batch_size"] * 7
+    with pytest.raises(bench.UsageError, match="train.PRESETS"):
+        bench.resolve_config(bench.parse_args(["--preset", "no-such-preset"]))
+
+
+def test_bad_flags_exit_2(capsys):
+    assert bench.main(TINY + ["--steps", "0"]) == 2
+    assert bench.main(TINY + ["--torch-variants", "gru"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_library_never_needs_torch():
+    """torch is a benchmark-only dependency: no library module imports it, nor does importing the bench."""
+    pattern = re.compile(r"^\s*(import torch|from torch)\b", re.M)
+    files = [ROOT / "train.py"] + [p for d in ("mytorch", "models", "dataset", "fixtures")
+                                   for p in (ROOT / d).rglob("*.py")]
+    assert not [str(p) for p in files if pattern.search(p.read_text())]
+    code = "import sys, bench.train_step; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.slow
+def test_torch_comparison_when_importable(capsys):
+    pytest.importorskip("torch")
+    result, table = _run(capsys, TINY)
+    assert result["torch_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["tokens_per_s"] / result["torch_tokens_per_s"], rel=1e-2)
+    assert set(result["torch"]["tokens_per_s"]) == {"lstmcell", "lstm"}
+    assert "nn.LSTMCell loop" in table and "nn.LSTM" in table and "ratio" in table
+
+
+@pytest.mark.gpu
+def test_cupy_backend(capsys):
+    usable, reason = backend.cupy_status()
+    if not usable:
+        pytest.skip(reason)
+    result, _ = _run(capsys, TINY + ["--backend", "cupy", "--no-torch", "--check"])
+    assert result["backend"] == "cupy" and result["tokens_per_s"] > 0 and result["gpu_pool_mb"] is not None
+    assert backend.get_backend() == "numpy"

@@ -1,0 +1,154 @@
+"""models.evaluate: the stable log-softmax, the course's fixture NLL, and the whole-split NLL.
+
+Shapes: N rows, V vocabulary, B streams, n words per stream.
+Every result is compared with a float64 computation written here from scratch:
+stream_nll against reading each stream row in one full forward (no chunks, no
+carried state), fixture_nll against forward's last-step logits.
+"""
+import math
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from models import LanguageModel
+from models.evaluate import fixture_nll, log_softmax_at, perplexity, stream_nll
+
+V = 17
+SOS_ID, EOS_ID = 15, 16
+
+
+def _nll64(logits, targets):
+    """-log softmax(logits)[target] in float64, any leading shape."""
+    z = np.asarray(logits, np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.exp(z - m).sum(axis=-1))
+    return lse - np.take_along_axis(z, np.asarray(targets)[..., None], axis=-1)[..., 0]
+
+
+def _model(dropout=0.0, seed=0, dtype=np.float64):
+    m = LanguageModel(V, emsize=4, nhid=5, nlayers=2, dropout=dropout, seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed + 1)
+    for _, p, _ in m.named_parameters():
+        p[...] = rng.uniform(-0.8, 0.8, p.shape)     # away from uniform predictions
+    return m
+
+
+def _articles(rng, lengths):
+    return [rng.integers(0, SOS_ID, n) for n in lengths]    # words only: no <sos>/<eos> inside
+
+
+# ------------------------------------------------------------------ log_softmax_at
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_at_matches_float64(dtype, rng):
+    z = (rng.standard_normal((9, 13)) * 5 + rng.uniform(-300, 300, (9, 1))).astype(dtype)  # big offsets
+    y = rng.integers(0, 13, 9)
+    want = _nll64(z, y)
+    got = log_softmax_at(z.copy(), y)
+    assert got.dtype == np.float64 and got.shape == (9,)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_allclose(got, want, rtol=tol, atol=tol)
+    assert np.isfinite(got).all() and (got > 0).all()
+
+
+def test_log_softmax_at_in_row_blocks(rng, monkeypatch):
+    """Large enough (>= 2**18 entries) for the threaded row-block path."""
+    monkeypatch.setenv("MYTORCH_THREADS", "2")
+    z = (rng.standard_normal((301, 1000)) * 3).astype(np.float32)
+    y = rng.integers(0, 1000, 301)
+    assert_allclose(log_softmax_at(z.copy(), y), _nll64(z, y), rtol=2e-5, atol=2e-5)
+
+
+# ------------------------------------------------------------------ fixture_nll
+
+def test_fixture_nll_is_the_mean_nll_of_the_last_step(rng):
+    from fixtures import prediction_nll
+    model = _model().eval()
+    inp = np.concatenate([np.full((6, 1), SOS_ID), rng.integers(0, V, (6, 5))], axis=1)
+    out = rng.integers(0, V, 6)
+    got = fixture_nll(model, inp, out)
+    logits = model.forward(inp)[0][:, -1]                         # (N, V) after the whole row
+    model.clear_cache()
+    assert got == pytest.approx(float(np.mean(_nll64(logits, out))), rel=1e-12)
+    assert got == pytest.approx(prediction_nll(model.predict(inp), out), rel=1e-12)
+    assert fixture_nll(model, inp, (out + 1) % V) != pytest.approx(got, rel=1e-6)   # depends on targets
+
+
+# ------------------------------------------------------------------ stream_nll
+
+def _brute_force(model, articles, streams):
+    """Each stream row read in one forward (zero state at its start), NLL of each next word, float64."""
+    ids = np.concatenate([np.concatenate(([SOS_ID], a, [EOS_ID])) for a in articles])
+    n = (ids.size - 1) // streams
+    total = 0.0
+    for r in range(streams):
+        x, y = ids[r * n:(r + 1) * n], ids[r * n + 1:(r + 1) * n + 1]
+        logits = model.forward(x[None])[0][0]                   # (n, V)
+        total += float(_nll64(logits, y).sum())
+    model.clear_cache()
+    return total / (n * streams), n * streams
+
+
+@pytest.mark.parametrize("streams", [1, 3, 4])
+def test_stream_nll_equals_reading_each_row_whole(streams, rng):
+    model = _model(seed=streams).eval()
+    articles = _articles(rng, [5, 9, 1, 12, 4])
+    want, count = _brute_force(model, articles, streams)
+    for chunk in (1, 2, 5, 1000):                               # 1000 > n: one chunk
+        got, got_count = stream_nll(model, articles, SOS_ID, EOS_ID, streams=streams, chunk=chunk)
+        assert got_count == count
+        assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_chunk_size_does_not_change_the_result_in_float32(rng):
+    model = _model(seed=7, dtype=np.float32)
+    articles = _articles(rng, [20, 7, 30])
+    results = [stream_nll(model, articles, SOS_ID, EOS_ID, streams=2, chunk=c) for c in (1, 3, 7, 35)]
+    assert len({c for _, c in results}) == 1
+    assert_allclose([r for r, _ in results], results[0][0], rtol=1e-5)
+
+
+def test_stream_nll_carries_state_across_chunks(rng):
+    """Not carrying the state (each chunk from zeros) would give another number."""
+    model = _model(seed=2).eval()
+    articles = _articles(rng, [25, 18])
+    got, _ = stream_nll(model, articles, SOS_ID, EOS_ID, streams=2, chunk=4)
+    ids = np.concatenate([np.concatenate(([SOS_ID], a, [EOS_ID])) for a in articles])
+    n = (ids.size - 1) // 2
+    x, y = ids[:2 * n].reshape(2, n), ids[1:2 * n + 1].reshape(2, n)
+    fresh = np.mean(np.concatenate([_nll64(model.forward(x[:, t:t + 4])[0], y[:, t:t + 4]).ravel()
+                                    for t in range(0, n, 4)]))
+    model.clear_cache()
+    assert abs(got - fresh) > 1e-4
+
+
+def test_stream_layout_scores_every_word_but_the_leftovers(rng):
+    """The (B, n) layout scores words 1 .. n*B of the wrapped stream: all but < B at the end."""
+    articles = _articles(rng, [6, 3, 10])
+    total = sum(len(a) + 2 for a in articles)                   # with <sos>, <eos>: 25 ids
+    model = _model().eval()
+    for streams in (1, 2, 3, 4, 6, 24):
+        _, count = stream_nll(model, articles, SOS_ID, EOS_ID, streams=streams, chunk=5)
+        assert count == ((total - 1) // streams) * streams
+        assert total - 1 - streams < count <= total - 1          # unscored: the first id, < B leftovers
+    with pytest.raises(ValueError):
+        stream_nll(model, articles, SOS_ID, EOS_ID, streams=25)  # 24 targets cannot fill 25 rows
+
+
+def test_stream_nll_scores_in_eval_mode_and_restores_the_mode(rng):
+    model = _model(dropout=0.5, seed=3)
+    articles = _articles(rng, [15, 11])
+    assert model.training
+    got, _ = stream_nll(model, articles, SOS_ID, EOS_ID, streams=2, chunk=3)
+    assert model.training                                       # back in train mode
+    model.eval()
+    want, _ = _brute_force(model, articles, 2)
+    assert got == pytest.approx(want, rel=1e-10)                # no dropout while scoring
+    stream_nll(model, articles, SOS_ID, EOS_ID, streams=2)
+    assert not model.training
+
+
+def test_perplexity():
+    assert perplexity(math.log(123.0)) == pytest.approx(123.0)
+    assert math.isfinite(perplexity(1e6))                       # capped, no OverflowError

@@ -1,0 +1,318 @@
+"""train.py end to end on a tiny corpus: checkpoints, resuming after SIGKILL / SIGTERM / SIGINT,
+divergence, and failed saves.
+
+Every run uses a tiny model (--emsize 8 --nhid 8 --batch_size 4 --bptt 5): 22 batches per epoch,
+about half a second for two epochs. A killed run is a subprocess that pauses inside a chosen
+training step (CHILD below), so the kill always lands at the same batch.
+"""
+import errno
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydata import make_tiny_hw4p1
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import train  # noqa: E402
+from models.checkpoint import load_npz, save_npz_atomic  # noqa: E402
+
+TINY = ["--emsize", "8", "--nhid", "8", "--batch_size", "4", "--bptt", "5", "--epochs", "2",
+        "--save-every", "2", "--no-progress"]
+BATCHES = 22  # per epoch, with TINY on make_tiny_hw4p1's corpus
+TIMEOUT = 60  # seconds, for any wait on a child process
+
+# Runs train.main(argv) in a child that stops inside training step number $PAUSE_AT (counted
+# from the start of this process), prints PAUSED, and waits there for a signal.
+CHILD = r"""
+import os, sys, time
+sys.path.insert(0, os.getcwd())
+import train
+pause_at, steps = int(os.environ["PAUSE_AT"]), [0]
+real_step = train.Run.train_step
+def train_step(self, x, y):
+    out = real_step(self, x, y)
+    steps[0] += 1
+    if steps[0] == pause_at:
+        print("PAUSED", flush=True)
+        deadline = time.time() + 60
+        while self.stop_signal is None and time.time() < deadline:
+            time.sleep(0.005)
+    return out
+train.Run.train_step = train_step
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tiny_hw4p1(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """A run that was never interrupted (in-process)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert train.main(["--data", str(data_dir), "--save", str(out), *TINY]) == 0
+    return out
+
+
+def run_child(argv, pause_at, sig):
+    """Start CHILD, wait until it pauses at step `pause_at`, send `sig`; return (rc, stdout, stderr)."""
+    env = dict(os.environ, PAUSE_AT=str(pause_at), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)],
+                              daemon=True)
+    reader.start()
+    out = []
+    try:
+        while True:
+            line = lines.get(timeout=TIMEOUT)
+            if line is None:
+                pytest.fail(f"child ended before pausing: {''.join(out)}{proc.stderr.read()}")
+            out.append(line)
+            if line.strip() == "PAUSED":
+                break
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=TIMEOUT)
+    while True:
+        line = lines.get_nowait() if not lines.empty() else None
+        if line is None:
+            break
+        out.append(line)
+    return rc, "".join(out), proc.stderr.read()
+
+
+def strip_seconds(obj):
+    """obj without the timing fields (keys ending in _seconds), recursively."""
+    if isinstance(obj, dict):
+        return {k: strip_seconds(v) for k, v in obj.items() if not k.endswith("_seconds")}
+    if isinstance(obj, list):
+        return [strip_seconds(v) for v in obj]
+    return obj
+
+
+def assert_same_run(ours, ref):
+    """Same weights, optimizer state and metrics, bit for bit (timings excepted)."""
+    for name in ("best.npz", "state.npz"):
+        a, b = load_npz(ours / name), load_npz(ref / name)
+        assert sorted(a) == sorted(b), name
+        for key in a:
+            if key == "__run__":
+                continue
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), f"{name}: {key} differs"
+        if "__run__" in a:
+            run_a, run_b = (json.loads(bytes(x["__run__"]).decode()) for x in (a, b))
+            run_a["cfg"].pop("save_every"), run_b["cfg"].pop("save_every")
+            assert strip_seconds(run_a) == strip_seconds(run_b)
+    rows = [[strip_seconds(json.loads(line)) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (ours, ref)]
+    assert len(rows[0]) == 2 and rows[0] == rows[1]
+    name = "predictions-test-2.npy"
+    np.testing.assert_array_equal(np.load(ours / name), np.load(ref / name))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_state_holds_everything_to_continue(reference):
+    arrays = load_npz(reference / "state.npz")
+    assert int(arrays["__format__"]) >= 1
+    run = json.loads(bytes(arrays["__run__"]).decode())
+    assert run["pos"]["epoch"] == 2 and run["pos"]["batch"] == 0 and len(run["pos"]["metrics"]) == 2
+    assert run["cfg"]["nhid"] == 8 and run["opt_t"] == 2 * BATCHES
+    assert run["sched"]["last_epoch"] == 2 * BATCHES and run["dropout_rngs"]
+    assert any(k.startswith("opt/m/") for k in arrays) and any(k.startswith("param/") for k in arrays)
+    assert not list(reference.glob(".tmp-*"))                      # no temp files left behind
+    assert oct((reference / "state.npz").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_state_is_written_every_save_every_batches(data_dir, tmp_path, monkeypatch):
+    saved = []
+    real = train.Run.save_state
+    monkeypatch.setattr(train.Run, "save_state", lambda self: saved.append(
+        (self.pos["epoch"], self.pos["batch"])) or real(self))
+    argv = ["--data", str(data_dir), "--save", str(tmp_path / "r"), *TINY, "--epochs", "1",
+            "--save-every", "5"]
+    assert train.main(argv) == 0
+    assert saved == [(0, 5), (0, 10), (0, 15), (0, 20), (1, 0)]
+
+
+# ----------------------------------------------------------------------------- interrupted runs
+
+def test_sigkill_then_resume_equals_uninterrupted(data_dir, reference, tmp_path):
+    exp = tmp_path / "run"
+    argv = ["--data", str(data_dir), "--save", str(exp), *TINY]
+    # epoch 2, batch 5: state.npz was written after batch 4; batch 5 is lost with the process
+    rc, out, err = run_child(argv, BATCHES + 5, signal.SIGKILL)
+    assert rc == -signal.SIGKILL, err
+    run = json.loads(bytes(load_npz(exp / "state.npz")["__run__"]).decode())
+    assert (run["pos"]["epoch"], run["pos"]["batch"]) == (1, 4)
+    (exp / ".tmp-abc.npz").write_bytes(b"PK half")     # as a kill in the middle of a save leaves
+    assert train.main(["--resume", str(exp)]) == 0
+    assert not list(exp.glob(".tmp-*"))
+    assert_same_run(exp, reference)
+
+
+@pytest.mark.parametrize("sig, pause_at", [(signal.SIGTERM, BATCHES + 7), (signal.SIGINT, 3)])
+def test_signal_saves_and_resume_equals_uninterrupted(data_dir, reference, tmp_path, sig, pause_at, capsys):
+    exp = tmp_path / "run"
+    argv = ["--data", str(data_dir), "--save", str(exp), *TINY]
+    rc, out, err = run_child(argv, pause_at, sig)
+    assert rc == 128 + sig, err
+    assert "Traceback" not in err
+    assert f"Resume with: python train.py --resume {exp}" in err
+    run = json.loads(bytes(load_npz(exp / "state.npz")["__run__"]).decode())
+    # the step in progress finished and was saved (an odd batch: not a --save-every point)
+    assert run["pos"]["epoch"] * BATCHES + run["pos"]["batch"] == pause_at
+    capsys.readouterr()
+    assert train.main(["--resume", str(exp), "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert_same_run(exp, reference)
+
+
+def test_second_signal_quits_without_saving(data_dir, tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "run"
+    real_step, n = train.Run.train_step, {"steps": 0}
+
+    def step(self, x, y):
+        out = real_step(self, x, y)
+        n["steps"] += 1
+        if n["steps"] == 5:
+            handler = signal.getsignal(signal.SIGTERM)   # train.main's handler
+            handler(signal.SIGTERM, None)                # the first: stop after this step
+            handler(signal.SIGTERM, None)                # the second: quit at once
+        return out
+    monkeypatch.setattr(train.Run, "train_step", step)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    rc = train.main(["--data", str(data_dir), "--save", str(exp), *TINY])
+    assert signal.getsignal(signal.SIGTERM) is handler_before          # main puts the handlers back
+    err = capsys.readouterr().err
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in err
+    assert "quit without saving; the previous checkpoint" in err and f"--resume {exp}" in err
+    run = json.loads(bytes(load_npz(exp / "state.npz")["__run__"]).decode())
+    assert (run["pos"]["epoch"], run["pos"]["batch"]) == (0, 4)   # the last --save-every checkpoint
+
+
+# ----------------------------------------------------------------------------- divergence
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys, where):
+    from mytorch import nn, optim
+    calls = {"n": 0}
+    if where == "loss":
+        class NaNLoss(nn.CrossEntropyLoss):
+            def forward(self, Z, y):
+                loss = super().forward(Z, y)
+                calls["n"] += 1
+                return float("nan") if calls["n"] == BATCHES + 7 else loss
+        monkeypatch.setattr(nn, "CrossEntropyLoss", NaNLoss)
+    else:
+        real_clip = optim.clip_grad_norm
+
+        def nan_clip(opt, max_norm):
+            calls["n"] += 1
+            if calls["n"] == BATCHES + 7:
+                opt.params[0][2].reshape(-1)[0] = np.nan      # one gradient entry
+            return real_clip(opt, max_norm)
+        monkeypatch.setattr(optim, "clip_grad_norm", nan_clip)
+    exp = tmp_path / "run"
+    saved = {}
+    real_save = train.Run.save_state
+    monkeypatch.setattr(train.Run, "save_state", lambda self: real_save(self) and saved.update(
+        bytes=(exp / "state.npz").read_bytes()) is None)
+    rc = train.main(["--data", str(data_dir), "--save", str(exp), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 3
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: non-finite"), err
+    assert "epoch 2, batch 7" in err and "Traceback" not in err
+    assert f"{exp / 'state.npz'} (epoch 2, batch 6) is intact" in err
+    assert (exp / "state.npz").read_bytes() == saved["bytes"]            # untouched since
+    arrays = load_npz(exp / "state.npz")
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith(("param/", "opt/")))
+
+
+# ----------------------------------------------------------------------------- failed saves
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_save_npz_atomic_failure_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "state.npz"
+    save_npz_atomic(path, {"a": np.arange(3)})
+    before = path.read_bytes()
+
+    def half_written(f, **arrays):   # the disk fills up in the middle of the write
+        f.write(b"PK\x03\x04 partial")
+        _enospc()
+    monkeypatch.setattr(np, "savez", half_written)
+    with pytest.raises(OSError) as info:
+        save_npz_atomic(path, {"a": np.arange(5)})
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.npz"]       # the temp file is gone
+
+
+def test_failed_saves_warn_and_training_goes_on(data_dir, tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "run"
+    real_replace, first = os.replace, {}
+
+    def replace(src, dst):
+        if Path(dst).name in ("state.npz", "best.npz", "metrics.jsonl") and first:
+            _enospc()
+        real_replace(src, dst)
+        if Path(dst).name == "state.npz":
+            first["bytes"] = Path(dst).read_bytes()
+    monkeypatch.setattr(os, "replace", replace)
+    rc = train.main(["--data", str(data_dir), "--save", str(exp), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err
+    assert (f"warning: could not write {exp / 'state.npz'} (No space left on device); "
+            f"the previous checkpoint {exp / 'state.npz'} (epoch 1, batch 2) is intact") in err
+    assert f"warning: could not write {exp / 'best.npz'} (No space left on device); it was not written" in err
+    assert (exp / "state.npz").read_bytes() == first["bytes"]
+    assert not list(exp.glob(".tmp-*"))
+
+
+def test_signal_with_a_failed_save_says_what_is_kept(data_dir, tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "run"
+    real_step, real_replace, n = train.Run.train_step, os.replace, {"steps": 0}
+
+    def step(self, x, y):
+        n["steps"] += 1
+        if n["steps"] == 5:
+            self.stop_signal = signal.SIGTERM
+            monkeypatch.setattr(os, "replace", lambda src, dst: _enospc())
+        return real_step(self, x, y)
+    monkeypatch.setattr(train.Run, "train_step", step)
+    rc = train.main(["--data", str(data_dir), "--save", str(exp), *TINY])
+    monkeypatch.setattr(os, "replace", real_replace)
+    err = capsys.readouterr().err
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in err
+    assert "SIGTERM: stopped at epoch 1, batch 5 but could not save; the previous checkpoint" in err
+    assert "(epoch 1, batch 4) is intact: resume with: python train.py --resume" in err
