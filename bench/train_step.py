@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from models.language_model import LanguageModel, check_ids
+from models.step import train_step
 from mytorch import backend, optim
 from mytorch.nn import CrossEntropyLoss
 from mytorch.parallel import blas_threads
@@ -233,7 +234,6 @@ def thread_limits(n):
     old_env = os.environ.get("MYTORCH_THREADS")
     os.environ["MYTORCH_THREADS"] = str(n)
     try:
-        import scipy.linalg  # noqa: F401  (load scipy's own BLAS too, as mytorch.parallel does)
         from threadpoolctl import threadpool_limits
         limits = threadpool_limits(limits=n, user_api="blas")
     except ImportError:
@@ -276,18 +276,8 @@ def build_mytorch(cfg):
 
 
 def full_step(model, opt, x, y, clip):
-    """One training step exactly as train.Run.train_step runs it (less the lr schedule). -> loss."""
-    model.train()
-    model.zero_grad()
-    x, y = backend.to_device(x), backend.to_device(y)
-    logits, _ = model.forward(x)                                    # (B, T, V)
-    B, T, V = logits.shape
-    loss_fn = CrossEntropyLoss(inplace=True)                         # logits buffer -> gradient
-    loss = loss_fn.forward(logits.reshape(B * T, V), y.reshape(-1))
-    model.backward(loss_fn.backward().reshape(B, T, V))
-    optim.clip_grad_norm(opt, clip or None)
-    opt.step()
-    return loss
+    """One training step exactly as train.py runs it (less the lr schedule). -> loss."""
+    return train_step(model, opt, x, y, clip)[0]
 
 
 class PhasedStep:

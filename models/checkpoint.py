@@ -38,15 +38,15 @@ def _mkstemp_like_open(folder, suffix):
     return fd, tmp
 
 
-def save_npz_atomic(path, arrays):
-    """np.savez `arrays` to `path` atomically (temp file + fsync + rename)."""
+def _write_atomic(path, suffix, write):
+    """write(file) into a temp file beside `path`, flush it to disk, then rename it over `path`."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = _mkstemp_like_open(folder, ".npz")
+    fd, tmp = _mkstemp_like_open(folder, suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,24 +56,16 @@ def save_npz_atomic(path, arrays):
         except OSError:
             pass
         raise
+
+
+def save_npz_atomic(path, arrays):
+    """np.savez `arrays` to `path` atomically (temp file + fsync + rename)."""
+    _write_atomic(path, ".npz", lambda f: np.savez(f, **arrays))
 
 
 def write_text_atomic(path, text):
-    """Write `text` to `path` atomically (temp file + fsync + rename), like save_npz_atomic."""
-    path = os.fspath(path)
-    fd, tmp = _mkstemp_like_open(os.path.dirname(os.path.abspath(path)), ".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write `text` to `path` atomically, like save_npz_atomic."""
+    _write_atomic(path, ".txt", lambda f: f.write(text.encode("utf-8")))
 
 
 def load_npz(path):

@@ -29,7 +29,6 @@ def num_threads():
 
 def _blas_controllers():
     try:
-        import scipy.linalg  # noqa: F401  (so scipy's own OpenBLAS is loaded and found too)
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return []
