@@ -7,8 +7,7 @@ gradient (softmax - onehot) / N, so the (B*T, V) array is allocated once for the
 """
 import math
 
-from mytorch import backend, optim
-from mytorch.nn import CrossEntropyLoss
+from mytorch import backend, nn, optim
 
 
 def train_step(model, opt, x, y, clip=None):
@@ -18,7 +17,7 @@ def train_step(model, opt, x, y, clip=None):
     x, y = backend.to_device(x), backend.to_device(y)
     logits, _ = model.forward(x)                                    # (B, T, V)
     B, T, V = logits.shape
-    loss_fn = CrossEntropyLoss(inplace=True)                        # logits buffer -> gradient
+    loss_fn = nn.CrossEntropyLoss(inplace=True)                        # logits buffer -> gradient
     loss = loss_fn.forward(logits.reshape(B * T, V), y.reshape(-1))
     model.backward(loss_fn.backward().reshape(B, T, V))
     norm = optim.clip_grad_norm(opt, clip or None)
