@@ -34,7 +34,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from dataset.corpus import DataError, load_fixtures, load_hw4p1
+from models.checkpoint import CheckpointError, load_npz, write_text_atomic
+from models.trainer import Run, TrainingDiverged, run_record, where
+from mytorch import backend
 
 PRESETS = {
     # the recipe that reaches the quality bar (README: "Results")
@@ -138,299 +141,11 @@ def validate_config(cfg):
     return cfg
 
 
-# ----------------------------------------------------------------------------- the run
-
-class Run:
-    """One training run: model, optimizer, schedule, data, and the experiment directory.
-
-    Everything that changes during training is in ``self.pos`` (epoch, batch, running sums,
-    metrics) or in arrays saved by ``state_arrays``, so a run restored from state.npz
-    continues exactly where it stopped.
-    """
-
-    def __init__(self, cfg, exp_dir, data, fixtures):
-        from models import LanguageModel
-        from mytorch import optim
-        from dataset.loader import LanguageModelLoader
-
-        self.cfg, self.dir = cfg, Path(exp_dir)
-        self.data, self.fx = data, fixtures
-        V = len(data.vocab)
-        self.sos, self.eos = V - 2, V - 1
-        self.model = LanguageModel(V, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
-                                   cfg["dropout"], cfg["dropouth"], seed=cfg["seed"])
-        self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
-                                          shuffle=True, drop_last=True, seed=cfg["seed"])
-        self.batches_per_epoch = len(self.loader)
-        if cfg["max_batches"]:
-            self.batches_per_epoch = min(self.batches_per_epoch, cfg["max_batches"])
-        opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[cfg["optimizer"]]
-        self.opt = opt_cls(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
-        self.sched = optim.CosineAnnealingLR(self.opt, T_max=cfg["epochs"] * self.batches_per_epoch)
-        self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
-                        train_seconds=0.0)
-        self.stop_signal = None
-        self.saved_at = None     # (epoch, batch) of the state.npz on disk
-
-    # -- persistence -------------------------------------------------------------
-    def state_arrays(self):
-        """Everything needed to continue, as one dict of arrays (state.npz):
-
-            __format__, __config__, __meta__, param/*   the model (models.checkpoint's layout)
-            opt/<buffer>/<i>                            optimizer moments (Adam m, v; SGD momentum)
-            __run__    JSON: position (epoch, batch, running loss, metrics, best NLL), the flags,
-                       optimizer step count and lr, the schedule, the dropout RNG states
-        The data order needs no state: the loader rebuilds any epoch from (seed, epoch).
-        """
-        from models.checkpoint import model_arrays
-        arrays = model_arrays(self.model, meta={"vocab_size": len(self.data.vocab)})
-        opt_state = self.opt.state_dict()
-        for key, bufs in opt_state["buffers"].items():
-            for i, b in enumerate(bufs):
-                arrays[f"opt/{key}/{i}"] = b
-        rngs = [d.rng.bit_generator.state for d in self.model.drops]
-        run = dict(pos=self.pos, cfg=self.cfg, opt_t=opt_state["t"], opt_lr=opt_state["lr"],
-                   sched=self.sched.state_dict(), dropout_rngs=rngs)
-        arrays["__run__"] = np.frombuffer(json.dumps(run).encode(), dtype=np.uint8)
-        return arrays
-
-    def save_state(self):
-        """Write state.npz atomically. Returns True, or False (with a message) if it failed."""
-        from models.checkpoint import save_npz_atomic
-        path = self.dir / "state.npz"
-        try:
-            save_npz_atomic(path, self.state_arrays())
-        except OSError as err:
-            print(f"\nwarning: could not write {path} ({err.strerror or err}); {self.last_checkpoint()}",
-                  file=sys.stderr)
-            return False
-        self.saved_at = (self.pos["epoch"], self.pos["batch"])
-        return True
-
-    def last_checkpoint(self):
-        """One phrase saying which checkpoint is on disk, for messages."""
-        if self.saved_at is None:
-            return "no checkpoint has been written yet"
-        return f"the previous checkpoint {self.dir / 'state.npz'} ({_where(*self.saved_at)}) is intact"
-
-    def load_state(self, arrays, path):
-        """Restore everything state_arrays saved (arrays: read_state's first result)."""
-        from models.checkpoint import CheckpointError, read_model_file
-        run = _run_record(arrays, path)
-        config, meta, params = read_model_file(arrays, path)
-        if meta.get("vocab_size") != len(self.data.vocab):
-            raise CheckpointError(f"{path} was trained with a vocabulary of {meta.get('vocab_size')} words "
-                                  f"but {self.cfg['data']} has {len(self.data.vocab)}: resume with the "
-                                  "--data it was trained on")
-        try:
-            self.model.load_state_arrays(params)
-            buffers = {}
-            for key in self.opt.state_dict()["buffers"]:
-                n = len([k for k in arrays if k.startswith(f"opt/{key}/")])
-                buffers[key] = [arrays[f"opt/{key}/{i}"] for i in range(n)]
-            self.opt.load_state_dict(dict(t=run["opt_t"], lr=run["opt_lr"], buffers=buffers))
-            self.sched.load_state_dict(run["sched"])
-            self.opt.lr = run["opt_lr"]
-            if len(run["dropout_rngs"]) != len(self.model.drops):
-                raise ValueError(f"{len(run['dropout_rngs'])} dropout RNG states for "
-                                 f"{len(self.model.drops)} layers")
-            for d, st in zip(self.model.drops, run["dropout_rngs"]):
-                d.rng.bit_generator.state = st
-            pos = dict(run["pos"])
-            missing = set(self.pos) - set(pos)
-            if missing:
-                raise KeyError(", ".join(sorted(missing)))
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: unusable training state ({type(err).__name__}: {err})") from None
-        self.pos = pos
-        self.saved_at = (pos["epoch"], pos["batch"])
-
-    # -- one training step ------------------------------------------------------------
-    def train_step(self, x, y):
-        """One step (models.step) and one tick of the per-batch cosine schedule."""
-        from models.step import train_step
-        loss, norm = train_step(self.model, self.opt, x, y, self.cfg["clip"])
-        if math.isfinite(loss) and math.isfinite(norm):
-            self.sched.step()
-        return loss, norm
-
-    # -- evaluation ---------------------------------------------------------------
-    def evaluate(self, epoch):
-        from fixtures import format_generation
-        from models.evaluate import fixture_nll, perplexity, stream_nll
-        from mytorch import backend
-        model = self.model.eval()
-        t0 = time.time()
-        val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
-        valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
-        mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
-        pred_test = backend.to_numpy(model.predict(self.fx["prediction_test_inp"])).astype(np.float32)
-        _try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test))
-        gen_test = model.generate(self.fx["generation_test"], 10)
-        _try_write(self.dir / f"generated-texts-test-{epoch}.txt", lambda path: path.write_text(
-            format_generation(self.data.vocab, self.fx["generation_test"], gen_test)))
-        gen = model.generate(self.fx["generation"][:3], 10)
-        model.train()
-        return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
-                    valid_words=n_words, eval_seconds=time.time() - t0,
-                    samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
-
-    # -- the loop ---------------------------------------------------------------------
-    def train(self, progress=True):
-        cfg, pos = self.cfg, self.pos
-        while pos["epoch"] < cfg["epochs"]:
-            epoch = pos["epoch"]
-            self.loader.set_epoch(epoch)
-            bar = Progress(self.batches_per_epoch, cfg["batch_size"] * cfg["bptt"], f"epoch {epoch + 1}",
-                           start=pos["batch"], enabled=progress)
-            t_epoch = time.time()
-            for x, y in self.loader.batches(pos["batch"]):
-                if pos["batch"] >= self.batches_per_epoch:
-                    break
-                loss, norm = self.train_step(x, y)
-                if not (math.isfinite(loss) and math.isfinite(norm)):
-                    bar.close()
-                    what = "loss" if not math.isfinite(loss) else "gradient norm"
-                    raise TrainingDiverged(
-                        f"non-finite {what} ({loss if what == 'loss' else norm}) at epoch {epoch + 1}, "
-                        f"batch {pos['batch'] + 1}: training stopped, nothing saved; "
-                        f"{self.last_checkpoint()} (try a lower --lr or a --clip)")
-                pos["batch"] += 1
-                pos["loss_sum"] += loss
-                pos["loss_count"] += 1
-                bar.update(pos["loss_sum"] / pos["loss_count"], self.opt.lr)
-                if self.stop_signal is not None:
-                    pos["train_seconds"] += time.time() - t_epoch
-                    bar.close()
-                    return self.stop_signal
-                if pos["batch"] % cfg["save_every"] == 0 and pos["batch"] < self.batches_per_epoch:
-                    pos["train_seconds"] += time.time() - t_epoch
-                    t_epoch = time.time()
-                    self.save_state()
-            bar.close()
-            pos["train_seconds"] += time.time() - t_epoch
-            self.end_epoch(epoch)
-            if self.stop_signal is not None:
-                return self.stop_signal
-        return None
-
-    def end_epoch(self, epoch):
-        from models.checkpoint import write_text_atomic
-        pos = self.pos
-        ev = self.evaluate(epoch + 1)
-        samples = ev.pop("samples")
-        row = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / max(pos["loss_count"], 1),
-                   lr=self.opt.lr, batches=pos["loss_count"], train_seconds=round(pos["train_seconds"], 2),
-                   **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in ev.items()})
-        pos["metrics"].append(row)
-        print(f"| epoch {epoch + 1:3d} | train loss {row['train_loss']:.4f} | val NLL (fixtures) "
-              f"{row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f} | {row['train_seconds']:.0f}s train, "
-              f"{row['eval_seconds']:.0f}s eval")
-        print(samples, end="")
-        if pos["best_nll"] is None or row["val_nll"] < pos["best_nll"]:
-            pos["best_nll"] = row["val_nll"]
-            _try_write(self.dir / "best.npz", lambda path: self.model.save(
-                path, meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1, val_nll=row["val_nll"]),
-                vocab=self.data.vocab))
-        pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
-        _try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
-            path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])))
-        self.save_state()
-        _try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path))
-
-
-def _where(epoch, batch):
-    """'epoch 3, batch 40' for pos (epoch=2, batch=40); 'the end of epoch 2' for (2, 0)."""
-    return f"the end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
-
-
-def _try_write(path, write):
-    """write(path); on OSError (full disk, no permission) warn and go on: training outlives a failed write."""
-    try:
-        write(path)
-        return True
-    except OSError as err:
-        kept = "the previous file is intact" if Path(path).exists() else "it was not written"
-        print(f"\nwarning: could not write {path} ({err.strerror or err}); {kept}", file=sys.stderr)
-        return False
-
-
-class TrainingDiverged(Exception):
-    pass
-
-
-class Progress:
-    """A one-line progress bar on stderr: batches, loss, lr, tokens/s and time left."""
-
-    def __init__(self, total, tokens_per_batch, label, start=0, enabled=True):
-        self.total, self.tpb, self.label, self.n = total, tokens_per_batch, label, start
-        self.start_n, self.t0, self.last = start, time.time(), 0.0
-        self.enabled = enabled and sys.stderr.isatty() or os.environ.get("MYTORCH_PROGRESS") == "1"
-
-    def update(self, loss, lr):
-        self.n += 1
-        now = time.time()
-        if not self.enabled or (now - self.last < 0.5 and self.n < self.total):
-            return
-        self.last = now
-        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
-        left = (self.total - self.n) / max(rate, 1e-9)
-        width = 24
-        fill = int(width * self.n / max(self.total, 1))
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.n}/{self.total} "
-                         f"loss {loss:.3f} lr {lr:.2e} {rate * self.tpb:,.0f} tok/s "
-                         f"{int(left // 60)}:{int(left % 60):02d} left ")
-        sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def plot_curves(metrics, path):
-    """curves.png: train loss and validation NLL per epoch (skipped quietly without matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    epochs = [m["epoch"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train loss (mean over epoch)")
-    ax.plot(epochs, [m["val_nll"] for m in metrics], "s-", label="validation NLL (fixtures)")
-    ax.plot(epochs, [m["valid_nll"] for m in metrics], "^-", label="validation NLL (whole split)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per word")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- entry point
 
 def _load(cfg):
-    from dataset.corpus import load_fixtures, load_hw4p1
     data = load_hw4p1(cfg["data"])
     return data, load_fixtures(cfg["data"], len(data.vocab))
-
-
-def _run_record(arrays, path):
-    """The __run__ JSON of a state.npz (see Run.state_arrays)."""
-    from models.checkpoint import CheckpointError
-    if "__run__" not in arrays:
-        raise CheckpointError(f"{path} is not a training state file (no __run__; a model file such as "
-                              "best.npz cannot be resumed)")
-    try:
-        run = json.loads(bytes(arrays["__run__"]).decode())
-        if not isinstance(run, dict) or not isinstance(run.get("cfg"), dict):
-            raise ValueError("no configuration")
-    except ValueError as err:
-        raise CheckpointError(f"{path}: unreadable training state ({err})") from None
-    return run
 
 
 # flags that may differ from the saved run on --resume: they change neither the model nor its
@@ -445,7 +160,6 @@ def resume_config(saved, given, exp_dir):
     A flag that would change the run (--nhid, --lr, --seed, ...) and differs from the saved
     value is a UsageError: the run would no longer be the one that was saved.
     """
-    from models.checkpoint import CheckpointError
     cfg = dict(saved)
     if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
         raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "
@@ -473,8 +187,6 @@ def resume_config(saved, given, exp_dir):
 
 def setup(argv):
     """(run, exp_dir, args) ready to train, from a command line; raises the user-facing errors."""
-    from models.checkpoint import CheckpointError, load_npz, write_text_atomic
-    from mytorch import backend
     args = parse_args(argv)
     state = None
     if args.resume:
@@ -483,7 +195,7 @@ def setup(argv):
             raise UsageError(f"--resume {exp_dir}: no state.npz there (give the --save directory of a run)")
         try:
             state = load_npz(exp_dir / "state.npz")
-            saved_cfg = _run_record(state, exp_dir / "state.npz")["cfg"]
+            saved_cfg = run_record(state, exp_dir / "state.npz")["cfg"]
         except CheckpointError as err:
             hint = "it cannot be resumed: start a new run with another --save"
             raise CheckpointError(f"{err}; {hint}") from None
@@ -518,9 +230,6 @@ def setup(argv):
 
 
 def main(argv=None):
-    from dataset.corpus import DataError
-    from models.checkpoint import CheckpointError
-    from mytorch import backend
     try:
         run, exp_dir, args = setup(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a malformed flag (2), already printed
@@ -537,7 +246,7 @@ def main(argv=None):
               f"(give --epochs N to train further)")
         return 0
     if run.saved_at is not None:
-        print(f"resuming {exp_dir} from {_where(run.pos['epoch'], run.pos['batch'])}")
+        print(f"resuming {exp_dir} from {where(run.pos['epoch'], run.pos['batch'])}")
 
     n_params = sum(p.size for p in {id(p): p for _, p, _ in run.model.named_parameters()}.values())
     print(f"model: {cfg['nlayers']} x LSTM({cfg['emsize']}->{cfg['nhid']}) tied={cfg['tied']} "
@@ -569,10 +278,10 @@ def main(argv=None):
     if stopped is not None:
         name = signal.Signals(stopped).name
         if saved:
-            print(f"{name}: stopped at {_where(run.pos['epoch'], run.pos['batch'])}; state saved. "
+            print(f"{name}: stopped at {where(run.pos['epoch'], run.pos['batch'])}; state saved. "
                   f"Resume with: python train.py --resume {exp_dir}", file=sys.stderr)
         else:
-            print(f"{name}: stopped at {_where(run.pos['epoch'], run.pos['batch'])} but could not save; "
+            print(f"{name}: stopped at {where(run.pos['epoch'], run.pos['batch'])} but could not save; "
                   f"{run.last_checkpoint()}: resume with: python train.py --resume {exp_dir}",
                   file=sys.stderr)
         return 128 + stopped

@@ -11,11 +11,9 @@ Writes go to a temporary file in the same directory, are flushed to disk, then
 renamed over the target: a crash or a full disk mid-write leaves the previous
 file intact.
 """
-import io
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 

@@ -1,0 +1,49 @@
+"""The committed model (checkpoints/reference.*) does what its card says.
+
+The card (reference.json) is written by `python -m models.export`; these tests recompute its
+fixture NLL and its test-fixture predictions from the committed files, so a checkpoint and
+its numbers can never drift apart.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import models
+from dataset.corpus import load_fixtures
+from fixtures import prediction_nll
+
+REF = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    path = REF / "reference.npz"
+    assert path.is_file(), "checkpoints/reference.npz is missing (python -m models.export RUN/best.npz)"
+    return models.load(path), json.loads((REF / "reference.json").read_text())
+
+
+def test_card_nll_is_what_the_file_scores(reference, hw4p1_dir):
+    model, card = reference
+    fx = load_fixtures(hw4p1_dir, model.vocab_size)
+    nll = prediction_nll(model.predict(fx["prediction_inp"]), fx["prediction_out"])
+    assert nll == pytest.approx(card["val_nll"], abs=1e-4)
+    assert abs(card["val_nll"] - card["val_nll_float32"]) < 0.005      # storage moved it by < 0.005
+
+
+def test_committed_predictions_match_the_model(reference, hw4p1_dir):
+    model, _ = reference
+    fx = load_fixtures(hw4p1_dir, model.vocab_size)
+    committed = np.load(REF / "reference-predictions-test.npy")
+    assert committed.shape == (fx["prediction_test_inp"].shape[0], model.vocab_size)
+    assert committed.dtype == np.float32
+    np.testing.assert_allclose(committed, model.predict(fx["prediction_test_inp"]), atol=1e-4, rtol=0)
+
+
+def test_reference_model_file_carries_its_vocabulary(reference):
+    model, card = reference
+    assert model.vocab is not None and model.vocab.shape == (model.vocab_size,)
+    assert list(model.vocab[-2:]) == ["<sos>", "<eos>"]
+    assert model.config == card["config"]
+    assert not model.training                                           # loaded ready for inference
