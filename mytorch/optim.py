@@ -143,12 +143,14 @@ class Adam(Optimizer):
             xp.multiply(g, g, out=tmp)
             tmp *= 1 - b2
             v += tmp                                    # v = b2 v + (1 - b2) g^2
+            # PyTorch's denom = sqrt(v) / sqrt(bias2) + eps = (sqrt(v) + eps sqrt(bias2)) / sqrt(bias2),
+            # so p -= step_size * m / denom is p -= (step_size sqrt(bias2)) m / (sqrt(v) + eps sqrt(bias2)):
+            # the same update with one pass fewer over the (V, D) arrays
             xp.sqrt(v, out=tmp)
-            tmp /= sqrt_bias2
-            tmp += eps                                  # denom = sqrt(v / bias2) + eps, as PyTorch
+            tmp += eps * sqrt_bias2
             xp.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp                                    # p -= lr / bias1 * m / denom
+            tmp *= step_size * sqrt_bias2
+            p -= tmp
         parallel_rows(update, p, g, self.m[i], self.v[i], self.scratch[i])
 
 
