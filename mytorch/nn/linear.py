@@ -6,6 +6,7 @@ O out_features, V vocabulary, D embedding dim.
 import numpy as np
 
 from .. import backend
+from ..parallel import parallel_rows
 from .module import Module, check_last_dim
 
 
@@ -30,7 +31,7 @@ class Linear(Module):
             self.add_param("b", _uniform((out_features,), bound, dtype, rng))
 
     def forward(self, X, out=None):
-        """X (..., I) -> Z (..., O); `out` is an optional preallocated (..., O) buffer."""
+        """X (..., I) -> Z (..., O); `out`: an optional C-contiguous (..., O) buffer to write into."""
         check_last_dim(X, self.in_features, "Linear")
         self.X = X
         xp = backend.get_array_module(X)
@@ -38,10 +39,13 @@ class Linear(Module):
         # one 2-D product (N, I) x (I, O): a 3-D matmul would loop over the leading axis
         Z2 = xp.matmul(X.reshape(-1, self.in_features), self.params["W"].T,
                        out=None if out is None else out.reshape(-1, self.out_features))
-        Z = Z2.reshape(*lead, self.out_features)        # (..., O)
-        if "b" in self.params:
-            Z += self.params["b"]
-        return Z
+        if "b" in self.params:                          # a pass over (N, O): on all cores
+            b = self.params["b"]
+
+            def add_bias(rows):
+                rows += b
+            parallel_rows(add_bias, Z2)
+        return Z2.reshape(*lead, self.out_features)     # (..., O)
 
     def backward(self, dLdZ):
         """dL/dW = dZ^T X, dL/db = sum_rows dZ, dL/dX = dZ W (rows = all leading axes)."""
