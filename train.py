@@ -63,10 +63,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = _Parser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory (dataset/ and fixtures/)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe; flags override it")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                   help="named recipe; flags override it")
     p.add_argument("--emsize", type=int, help="embedding size")
     p.add_argument("--nhid", type=int, help="hidden units per LSTM layer (the last is emsize when tied)")
     p.add_argument("--nlayers", type=int, help="number of LSTM cells")

@@ -101,7 +101,8 @@ def model_arrays(model, float16=False, meta=None, vocab=None):
     if vocab is not None:
         vocab = np.asarray(getattr(vocab, "words", vocab))
         if vocab.shape != (model.vocab_size,):
-            raise ValueError(f"vocabulary of shape {vocab.shape} does not match the model's {model.vocab_size} words")
+            raise ValueError(f"vocabulary of shape {vocab.shape} does not match the model's "
+                             f"{model.vocab_size} words")
         arrays["__vocab__"] = vocab.astype(str)
     for name, a in model.state_arrays().items():
         arrays["param/" + name] = a.astype(np.float16) if float16 else a

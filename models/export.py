@@ -1,6 +1,7 @@
 """Publish a trained model: checkpoint, test-fixture predictions, generated text and a model card.
 
-    python -m models.export runs/default-<time>/best.npz --data ../shared/data/hw4p1 --out checkpoints/reference
+    python -m models.export runs/default-<time>/best.npz --data ../shared/data/hw4p1 \
+        --out checkpoints/reference
 
 writes, for a prefix P (here checkpoints/reference):
 

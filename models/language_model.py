@@ -29,7 +29,8 @@ MAX_GENERATE_STEPS = 10_000  # generate() refuses more: a typo (1e6 for 1e2) wou
 def check_ids(ids, vocab_size, who):
     """Token ids must be a 2-D (B, T) integer array with values in [0, V)."""
     if not hasattr(ids, "ndim") or not hasattr(ids, "dtype"):
-        raise TypeError(f"{who}: token ids must be an integer array of shape (B, T), got {type(ids).__name__}")
+        raise TypeError(f"{who}: token ids must be an integer array of shape (B, T), "
+                        f"got {type(ids).__name__}")
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{who}: token ids must be integers, got dtype {ids.dtype}")
     if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
@@ -64,7 +65,8 @@ class LanguageModel(Module):
         # variational dropout: one mask per sequence, on the embedding output (p = dropout),
         # between LSTM layers (p = dropouth) and before the decoder (p = dropout)
         ph = dropout if dropouth is None else dropouth
-        self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng) for k in range(nlayers + 1)]
+        self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng)
+                      for k in range(nlayers + 1)]
         self._logits = None
         self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
 
@@ -189,7 +191,8 @@ class LanguageModel(Module):
         if state is None:
             return None
         if len(state) != len(self.cells):
-            raise ValueError(f"LanguageModel: state must hold {len(self.cells)} (h, c) pairs, got {len(state)}")
+            raise ValueError(f"LanguageModel: state must hold {len(self.cells)} (h, c) pairs, "
+                             f"got {len(state)}")
         return state
 
     def clear_cache(self):

@@ -47,7 +47,10 @@ def rng(request):
 
 
 def require_shared(*parts):
-    """Path under ../shared/data; skip if absent, but fail when CI=true (a silent skip hides a broken path)."""
+    """Path under ../shared/data; skip if absent, but fail when CI=true.
+
+    A silent skip in CI would hide a broken path.
+    """
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         msg = f"shared data not found: {path}"

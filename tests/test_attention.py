@@ -50,8 +50,8 @@ def _on_device(xp, X, W_k, W_q, W_v, G, key_mask=None):
     layer = Attention(xp.asarray(W_k), xp.asarray(W_q), xp.asarray(W_v))
     out = layer.forward(xp.asarray(X), None if key_mask is None else xp.asarray(key_mask))
     dLdX = layer.backward(xp.asarray(G))
-    return {k: to_numpy(v) for k, v in dict(out=out, dLdX=dLdX, dLdWk=layer.dLdWk, dLdWq=layer.dLdWq,
-                                          dLdWv=layer.dLdWv).items()}
+    arrays = dict(out=out, dLdX=dLdX, dLdWk=layer.dLdWk, dLdWq=layer.dLdWq, dLdWv=layer.dLdWv)
+    return {k: to_numpy(v) for k, v in arrays.items()}
 
 
 def _check_all_gradients(X, W_k, W_q, W_v, G, key_mask=None):

@@ -40,11 +40,11 @@ def test_main_prints_table_then_json_last(capsys):
     env_before = os.environ.get("MYTORCH_THREADS")
     t0 = time.perf_counter()
     result, table = _run(capsys, TINY + ["--no-torch", "--check"])
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 60                                 # a smoke run, not a timing
     assert KEYS <= result.keys()
     assert result["tokens_per_s"] > 0 and result["gemm_gflops"] > 0 and result["floor_tokens_per_s"] > 0
-    fraction = result["tokens_per_s"] / result["floor_tokens_per_s"]
-    assert result["gemm_floor_fraction"] == pytest.approx(fraction, rel=1e-2)
+    fraction = result["tokens_per_s"] / result["floor_tokens_per_s"]  # JSON: 4 places
+    assert result["gemm_floor_fraction"] == pytest.approx(fraction, rel=1e-2, abs=1e-4)
     assert set(result["phases"]) == {key for key, _ in bench.PHASES}
     assert all(ms >= 0 for ms in result["phases"].values()) and sum(result["phases"].values()) > 0
     assert result["torch_tokens_per_s"] is None and result["ratio"] is None and result["torch"] is None

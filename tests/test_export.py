@@ -17,7 +17,8 @@ def tiny(tmp_path_factory):
     data_dir = make_tiny_hw4p1(root)
     V = len(load_hw4p1(data_dir).vocab)
     model_path = root / "best.npz"
-    models.LanguageModel(V, emsize=6, nhid=7, nlayers=2, tied=True, seed=3).save(model_path, meta={"epoch": 1})
+    model = models.LanguageModel(V, emsize=6, nhid=7, nlayers=2, tied=True, seed=3)
+    model.save(model_path, meta={"epoch": 1})
     return data_dir, model_path
 
 

@@ -188,8 +188,8 @@ def test_make_fixtures_rows_are_contiguous_text(tmp_path):
         assert (np.diff(words, axis=1) == 1).all()
         assert (words[:, -1] % 1000 < np.array([len(arts[w // 1000]) for w in words[:, 0]])).all()
     np.testing.assert_array_equal(fx["prediction_out"], fx["prediction_inp"][:, -1] + 1)  # the next word
-    starts = np.concatenate([fx[k][:, 1] for k in ("prediction_inp", "prediction_test_inp", "generation",
-                                                    "generation_test")])
+    keys = ("prediction_inp", "prediction_test_inp", "generation", "generation_test")
+    starts = np.concatenate([fx[k][:, 1] for k in keys])
     assert np.unique(starts).size == 416  # all rows start at distinct positions
     with pytest.raises(ValueError, match="too little held-out text"):
         make_fixtures([np.arange(40)], 0, 0, tmp_path / "small")

@@ -72,7 +72,8 @@ class CrossEntropyLoss:
         if Z.ndim != 2:
             raise ValueError(f"CrossEntropyLoss: expected logits of shape (N, C), got {tuple(Z.shape)}")
         if y.ndim != 1 or y.shape[0] != Z.shape[0]:
-            raise ValueError(f"CrossEntropyLoss: expected targets of shape ({Z.shape[0]},), got {tuple(y.shape)}")
+            raise ValueError(f"CrossEntropyLoss: expected targets of shape ({Z.shape[0]},), "
+                             f"got {tuple(y.shape)}")
         if y.dtype.kind not in "iu":
             raise TypeError(f"CrossEntropyLoss: targets must be integers, got dtype {y.dtype}")
         if y.size and (int(y.min()) < 0 or int(y.max()) >= Z.shape[1]):
