@@ -263,12 +263,14 @@ class Progress:
 
 
 def plot_curves(metrics, path):
-    """curves.png: train loss and validation NLL per epoch (skipped quietly without matplotlib)."""
+    """curves.png: train loss and validation NLL per epoch (a warning, not a crash, without matplotlib)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print(f"\nwarning: matplotlib is not installed (pip install -e .): {path} not written",
+              file=sys.stderr)
         return
     epochs = [m["epoch"] for m in metrics]
     fig, ax = plt.subplots(figsize=(6, 4))
