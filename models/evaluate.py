@@ -59,11 +59,15 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
+    buf = None                                                  # one (B*chunk, V) logits buffer
     try:
         for t0 in range(0, n, chunk):
             x, y = inputs[:, t0:t0 + chunk], targets[:, t0:t0 + chunk]
             X, state = model.encode(x, state, cache=False)      # (B, t, H)
-            logits = model.decoder.forward(X.reshape(-1, X.shape[-1]))      # (B*t, V)
+            X2 = X.reshape(-1, X.shape[-1])                     # (B*t, H)
+            if buf is None:
+                buf = backend.xp().empty((X2.shape[0], model.vocab_size), dtype=X2.dtype)
+            logits = model.decoder.forward(X2, out=buf[:X2.shape[0]])       # (B*t, V)
             nll = log_softmax_at(logits, backend.to_device(y.reshape(-1)))
             total += float(nll.sum())
             count += y.size
