@@ -70,3 +70,10 @@ def hw4p1_dir():
 def wikitext_dir():
     """../shared/data/wikitext-2, the raw token files."""
     return require_shared("wikitext-2")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A tiny HW4P1 layout built by dataset.prepare (tests/tinydata.py); copy it before changing it."""
+    from tinydata import make_tiny_hw4p1
+    return make_tiny_hw4p1(tmp_path_factory.mktemp("tiny"))

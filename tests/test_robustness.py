@@ -29,11 +29,6 @@ TINY = ["--emsize", "8", "--nhid", "8", "--batch_size", "4", "--bptt", "5", "--e
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_tiny_hw4p1(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     """A finished two-epoch run (state.npz, best.npz, ...). Tests copy it before changing it."""
     out = tmp_path_factory.mktemp("trained") / "run"

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydata import make_tiny_hw4p1
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -52,11 +51,6 @@ def train_step(self, x, y):
 train.Run.train_step = train_step
 sys.exit(train.main(sys.argv[1:]))
 """
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_tiny_hw4p1(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

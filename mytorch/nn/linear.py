@@ -6,7 +6,6 @@ O out_features, V vocabulary, D embedding dim.
 import numpy as np
 
 from .. import backend
-from ..parallel import parallel_rows
 from .module import Module, check_last_dim
 
 
@@ -39,12 +38,8 @@ class Linear(Module):
         # one 2-D product (N, I) x (I, O): a 3-D matmul would loop over the leading axis
         Z2 = xp.matmul(X.reshape(-1, self.in_features), self.params["W"].T,
                        out=None if out is None else out.reshape(-1, self.out_features))
-        if "b" in self.params:                          # a pass over (N, O): on all cores
-            b = self.params["b"]
-
-            def add_bias(rows):
-                rows += b
-            parallel_rows(add_bias, Z2)
+        if "b" in self.params:
+            Z2 += self.params["b"]
         return Z2.reshape(*lead, self.out_features)     # (..., O)
 
     def backward(self, dLdZ):
