@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
 from dataset.corpus import DataError, load_fixtures, load_hw4p1
 from models.checkpoint import CheckpointError, load_npz, write_text_atomic
 from models.trainer import Run, TrainingDiverged, run_record, where

@@ -13,18 +13,18 @@ V vocabulary, N = B*T rows (tokens per step).
 
 Everything runs in one process, so all figures share one machine state:
 
-1. Full steps, as train.py's ``Run.train_step`` does them: zero_grad, forward,
-   fused cross-entropy (inplace), backward, clip_grad_norm, optimizer step, on
-   random token ids over the real vocabulary size. The median step gives tokens/s.
+1. Full steps, as train.py's ``Run.train_step`` does them: zero_grad, forward_loss
+   (the projection fused with the cross-entropy), backward_loss, clip_grad_norm,
+   optimizer step, on random token ids over the real vocabulary size. The median step gives tokens/s.
    Peak RSS is read right after these steps (before the other parts allocate).
 2. The same step again, cut into phases: the model's pieces (embedding, cells,
-   decoder, CrossEntropyLoss, optimizer) are called here in the order
-   LanguageModel.forward/backward call them, with a timer (and a device sync)
+   LinearCrossEntropyLoss's product / softmax pass / backward, optimizer) are called
+   here in the order LanguageModel.forward_loss/backward_loss call them, with a timer (and a device sync)
    between pieces (phases: zero_grad + ids, embedding, LSTM forward, LSTM backward,
    projection, softmax + loss, optimizer; each the median over the steps). The phase
    sum is printed beside the full step: they should agree.
 3. The float32 GEMM rate of the projection's product (N, D) x (D, V), the one
-   Linear.forward issues; gemm_gflops is the best of --gemm-reps products (a peak
+   the forward issues; gemm_gflops is the best of --gemm-reps products (a peak
    rate), the median is printed too. The matrix products of a step cost, per token,
 
        6 * (D_last * V + sum_k 4 H_k (I_k + H_k))  FLOP
@@ -55,13 +55,14 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import mytorch  # noqa: F401  (before numpy: it tunes OpenBLAS before NumPy loads it)
 import numpy as np
 
 from models.language_model import LanguageModel, check_ids
 from models.step import train_step
 from mytorch import backend, optim
-from mytorch.nn import CrossEntropyLoss
-from mytorch.parallel import blas_threads
+from mytorch.nn import LinearCrossEntropyLoss
+from mytorch.parallel import openblas_thread_timeout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,13 +250,16 @@ def thread_limits(n):
 
 
 def blas_libraries():
-    """["openblas 0.3.27 (2 threads, haswell)", ...]: the BLAS libraries loaded, for the record."""
+    """["openblas 0.3.27 (2 threads, haswell, idle spin 2^16 cycles)", ...]: the BLAS libraries loaded."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
+    spin = openblas_thread_timeout()
     return [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
-            f"{i.get('architecture', '?')})" for i in threadpool_info() if i.get("user_api") == "blas"]
+            f"{i.get('architecture', '?')}"
+            f"{f', idle spin 2^{spin} cycles' if spin and i.get('internal_api') == 'openblas' else ''})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
 def random_batches(cfg, count):
@@ -283,18 +287,16 @@ def full_step(model, opt, x, y, clip):
 class PhasedStep:
     """full_step with a timer between the model's pieces.
 
-    The pieces are called in the order LanguageModel.encode/forward/backward call them
-    (this mirrors models/language_model.py; ``check_phased_step`` tests that both give
-    the same loss and gradients). Locked dropout, when on, is charged to the LSTM phases.
+    The pieces are the ones LanguageModel.forward_loss/backward_loss call, in their order
+    (``check_phased_step`` tests that both give the same loss and gradients). Locked
+    dropout, when on, is charged to the LSTM phases.
     """
 
     def __init__(self, model, opt, clip):
         self.model, self.opt, self.clip = model, opt, clip
-        self._logits = None                             # reused like LanguageModel's logits buffer
 
     def __call__(self, x, y, laps, step_optimizer=True):
         model = self.model
-        cells, L = model.cells, len(model.cells)
         laps.start()
         # -- zero_grad + ids to the device
         model.train()
@@ -303,51 +305,25 @@ class PhasedStep:
         laps.lap("zero_grad")
         # -- embedding lookup: ids (B, T) -> X (B, T, D)
         check_ids(x, model.vocab_size, "LanguageModel")
-        xp = backend.xp()
-        ids = xp.asarray(x)
-        B, T = ids.shape
-        X = model.embedding.forward(ids)                # (B, T, D)
+        X = model.embedding.forward(x)                  # (B, T, D)
         laps.lap("embedding")
         # -- LSTM forward: input side for all T at once, recurrent side step by step
-        for k, cell in enumerate(cells):
-            X = model._drop(k, X)
-            XG = cell.input_gates(X)                    # (B, T, 4H)
-            h = c = None
-            Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
-            with blas_threads(1):
-                for t in range(T):
-                    h, c = cell.step(XG[:, t], None if h is None else (h, c))
-                    Hs[:, t] = h
-            X = Hs                                      # (B, T, H)
-        X = model._drop(L, X)
+        X, _ = model.run_cells(X)                       # (B, T, H_last)
+        B, T, H = X.shape
         laps.lap("lstm_forward")
-        # -- projection forward: (B, T, H_last) -> logits (B, T, V)
-        V = model.vocab_size
-        if self._logits is None or self._logits.shape != (B, T, V):
-            self._logits = xp.empty((B, T, V), dtype=X.dtype)
-        logits = model.decoder.forward(X, out=self._logits)
+        # -- projection forward: (B*T, H_last) -> logits (B*T, V), bias not yet added
+        head = LinearCrossEntropyLoss(model.decoder)
+        Z = head.project(X.reshape(B * T, H), out=model._logits_buffer(X).reshape(B * T, -1))
         laps.lap("projection")
-        # -- softmax + loss, forward and backward (fused, in the logits buffer)
-        loss_fn = CrossEntropyLoss(inplace=True)
-        loss = loss_fn.forward(logits.reshape(B * T, V), y.reshape(-1))
-        dlogits = loss_fn.backward().reshape(B, T, V)   # (B, T, V)
+        # -- softmax + loss: bias, max, exp, row sums in one cache-blocked pass (the backward
+        #    needs no pass of its own: it reads exp(Z - m) inside the projection's products)
+        loss = head.softmax_loss(Z, y.reshape(-1))
         laps.lap("softmax_loss")
-        # -- projection backward: dW, db and dX (B, T, H_last)
-        dX = model.decoder.backward(dlogits)
+        # -- projection backward: dW, db and dX (B*T, H_last)
+        dX = head.backward().reshape(B, T, H)
         laps.lap("projection")
         # -- LSTM backward: reverse time loop per layer, then one input-side product
-        dX = model._drop_backward(L, dX)
-        for k in reversed(range(L)):
-            cell = cells[k]
-            dG = xp.empty((B, T, 4 * cell.hidden_size), dtype=dX.dtype)
-            dh, dc = dX[:, T - 1], None
-            with blas_threads(1):
-                for t in reversed(range(T)):
-                    dG[:, t], dh_prev, dc = cell.step_backward(dh, dc)
-                    if t > 0:
-                        dh = dX[:, t - 1] + dh_prev
-            dX = cell.input_gates_backward(dG)          # (B, T, I)
-            dX = model._drop_backward(k, dX)
+        dX = model.cells_backward(dX)                   # (B, T, D)
         laps.lap("lstm_backward")
         # -- embedding backward: scatter-add dX into the looked-up rows
         model.embedding.backward(dX)
@@ -372,11 +348,8 @@ def check_phased_step(model, opt, x, y):
             d.p = 0.0
         model.train()
         model.zero_grad()
-        logits, _ = model.forward(backend.to_device(x))
-        B, T, V = logits.shape
-        loss_fn = CrossEntropyLoss(inplace=True)
-        loss_ref = loss_fn.forward(logits.reshape(B * T, V), backend.to_device(y).reshape(-1))
-        model.backward(loss_fn.backward().reshape(B, T, V))
+        loss_ref, _ = model.forward_loss(backend.to_device(x), backend.to_device(y))
+        model.backward_loss()
         grads_ref = {name: backend.to_numpy(g).copy() for name, _, g in model.named_parameters()}
         loss = PhasedStep(model, opt, 0.0)(x, y, Laps(lambda: None), step_optimizer=False)
         grads = {name: backend.to_numpy(g) for name, _, g in model.named_parameters()}
@@ -584,6 +557,7 @@ def run(cfg, torch_variants, no_torch=False, check=False):
         torch=tr,
         torch_note=torch_note,
         blas=blas,
+        openblas_thread_timeout=openblas_thread_timeout() if cfg["backend"] == "numpy" else None,
         numpy=np.__version__,
     )
 
@@ -679,6 +653,7 @@ def summary(cfg, r):
         config=config,
         backend=cfg["backend"],
         blas=r["blas"],
+        openblas_thread_timeout=r["openblas_thread_timeout"],
         numpy=r["numpy"],
     )
 

@@ -1,3 +1,4 @@
 """The word-level LSTM language model and its checkpoint files."""
+import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
 from .language_model import LanguageModel, check_ids  # noqa: F401
 from .checkpoint import load_model as load, save_model, CheckpointError  # noqa: F401

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from mytorch import backend
-from mytorch.nn import Embedding, Linear, LSTMCell, Module
+from mytorch.nn import Embedding, Linear, LinearCrossEntropyLoss, LSTMCell, Module
 from mytorch.nn.dropout import LockedDropout
 from mytorch.parallel import blas_threads
 
@@ -67,18 +67,26 @@ class LanguageModel(Module):
         ph = dropout if dropouth is None else dropouth
         self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng)
                       for k in range(nlayers + 1)]
-        self._logits = None
+        self._logits = None                             # (B, T, V) buffer, reused
+        self._head = None                               # the fused loss of the last forward_loss
         self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
 
     # -- forward / backward ------------------------------------------------
     def encode(self, ids, state=None, cache=True):
         """ids (B, T) -> top-layer outputs (B, T, H_last) and the final state [(h, c)] * L."""
         check_ids(ids, self.vocab_size, "LanguageModel")
-        xp = backend.xp()
-        ids = xp.asarray(ids)
-        B, T = ids.shape
-        state = self._check_state(state, B)
+        ids = backend.xp().asarray(ids)
+        state = self._check_state(state, ids.shape[0])
         X = self.embedding.forward(ids) if cache else self.embedding.params["W"][ids]  # (B, T, D)
+        return self.run_cells(X, state, cache)
+
+    def run_cells(self, X, state=None, cache=True):
+        """Embedded ids X (B, T, D) -> outputs (B, T, H_last) of the last cell, final state [(h, c)] * L.
+
+        Dropout (when training) on each cell's input and on the output.
+        """
+        xp = backend.get_array_module(X)
+        B, T, _ = X.shape
         new_state = []
         for k, cell in enumerate(self.cells):
             X = self._drop(k, X)
@@ -111,18 +119,55 @@ class LanguageModel(Module):
         logits across two forwards must copy them.
         """
         X, new_state = self.encode(ids, state, cache=True)
-        B, T, _ = X.shape
-        xp = backend.get_array_module(X)
-        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
-            self._logits = xp.empty((B, T, self.vocab_size), dtype=X.dtype)
-        return self.decoder.forward(X, out=self._logits), new_state
+        return self.decoder.forward(X, out=self._logits_buffer(X)), new_state
 
     def backward(self, dLdlogits):
         """Backprop through time over all steps and layers; fills every parameter's gradient.
 
         dLdlogits (B, T, V). The initial state is treated as a constant (truncated BPTT).
         """
-        dX = self.decoder.backward(dLdlogits)           # (B, T, H_last)
+        self._backward_hidden(self.decoder.backward(dLdlogits))
+
+    def forward_loss(self, ids, targets, state=None):
+        """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
+
+        forward + CrossEntropyLoss in one (mytorch.nn.LinearCrossEntropyLoss): the same
+        loss and, after backward_loss, the same gradients, with two passes fewer over
+        the (B*T, V) logits. This is what training calls.
+        """
+        check_ids(targets, self.vocab_size, "LanguageModel.forward_loss targets")
+        if tuple(targets.shape) != tuple(ids.shape):
+            raise ValueError(f"LanguageModel.forward_loss: targets of shape {tuple(targets.shape)} "
+                             f"do not match ids of shape {tuple(ids.shape)}")
+        X, new_state = self.encode(ids, state, cache=True)
+        B, T, H = X.shape
+        self._head = LinearCrossEntropyLoss(self.decoder)
+        targets = backend.get_array_module(X).asarray(targets).reshape(-1)
+        loss = self._head.forward(X.reshape(B * T, H), targets, out=self._logits_buffer(X).reshape(B * T, -1))
+        return loss, new_state
+
+    def backward_loss(self, dLdloss=1.0):
+        """Backward of forward_loss: fills every parameter's gradient (truncated BPTT, as backward)."""
+        if self._head is None:
+            raise RuntimeError("LanguageModel.backward_loss needs a forward_loss first")
+        B, T = self._hidden[0][1].shape[:2]
+        dX = self._head.backward(dLdloss)               # (B*T, H_last)
+        self._head = None
+        self._backward_hidden(dX.reshape(B, T, -1))
+
+    def _logits_buffer(self, X):
+        """The (B, T, V) logits buffer for X (B, T, H), allocated once per shape."""
+        B, T, _ = X.shape
+        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
+            self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
+        return self._logits
+
+    def _backward_hidden(self, dX):
+        """Backward from dL/d(top-layer outputs) dX (B, T, H_last) down to the embedding."""
+        self.embedding.backward(self.cells_backward(dX))
+
+    def cells_backward(self, dX):
+        """Backward of run_cells: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""
         dX = self._drop_backward(len(self.cells), dX)
         for k in reversed(range(len(self.cells))):
             cell = self.cells[k]
@@ -141,7 +186,7 @@ class LanguageModel(Module):
                 cell.recurrent_weights_backward(dG[:, 0], h0)
             dX = cell.input_gates_backward(dG)          # (B, T, I): one product for all steps
             dX = self._drop_backward(k, dX)
-        self.embedding.backward(dX)
+        return dX
 
     # -- inference -----------------------------------------------------------
     def predict(self, inp):

@@ -2,8 +2,20 @@
 
     import mytorch
     from mytorch import nn, optim
+
+Import mytorch before numpy in a program that trains (train.py and the benchmark do):
+OpenBLAS's worker threads spin for 2^28 cycles (about 0.1 s) after every call before
+they sleep, and the row-parallel NumPy passes that follow a big matrix product
+(softmax, Adam) then share the cores with spinning threads and run no faster than on
+one core (measured: the softmax pass 11.3 -> 6.1 ms, a reference step 94 -> 78 ms).
+OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads it, so it is set here
+(2^16 cycles, about 25 us: warm between back-to-back products) unless the user set it.
 """
-from . import backend, nn, optim  # noqa: F401
-from .backend import set_backend, get_backend, get_array_module, to_numpy, to_device  # noqa: F401
+import os
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # read back: parallel.openblas_thread_timeout()
+
+from . import backend, nn, optim  # noqa: F401, E402
+from .backend import set_backend, get_backend, get_array_module, to_numpy, to_device  # noqa: F401, E402
 
 __version__ = "0.1.0"

@@ -80,19 +80,28 @@ GRAD_CASES = [  # (tied, dropout, dropouth, B, T, initial state given, repeated 
 ]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["forward-backward", "forward_loss"])
 @pytest.mark.parametrize("tied, dropout, dropouth, B, T, with_state, repeated", GRAD_CASES)
-def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_state, repeated, rng):
+def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_state, repeated, fused, rng):
+    """Both training paths: forward -> CrossEntropyLoss -> backward, and the fused
+    forward_loss -> backward_loss that train_step uses; the finite differences are
+    always taken through forward + CrossEntropyLoss."""
     model = _model(tied=tied, dropout=dropout, dropouth=dropouth, seed=int(rng.integers(1000)))
     ids = np.full((B, T), 7) if repeated else rng.integers(0, 6, (B, T))   # few ids: repeats across rows too
     targets = rng.integers(0, V, (B, T))
+    targets[0, 0] = targets[-1, -1]                          # a repeated target
     state = _rand_state(model, B, rng) if with_state else None
     masks = _FixedMasks(model)
 
     masks.restore()
     model.zero_grad()
-    logits, _ = model.forward(ids, state)
-    loss, crit = _ce(logits, targets)
-    model.backward(crit.backward().reshape(B, T, V))
+    if fused:
+        loss, _ = model.forward_loss(ids, targets, state)
+        model.backward_loss()
+    else:
+        logits, _ = model.forward(ids, state)
+        loss, crit = _ce(logits, targets)
+        model.backward(crit.backward().reshape(B, T, V))
     grads = {name: g.copy() for name, _, g in model.named_parameters()}
     if dropout > 0:   # the masks really drop something, so the check covers their backward
         assert any((d.mask == 0).any() for d in model.drops)
@@ -110,6 +119,41 @@ def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_sta
     if tied:
         assert model.decoder.params["W"] is model.embedding.params["W"]
         assert model.decoder.grads["W"] is model.embedding.grads["W"]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_forward_loss_equals_forward_then_cross_entropy_in_float32(tied, rng):
+    """The training path gives the loss, gradients and final state of the plain path, in float32."""
+    model = _model(tied=tied, dtype=np.float32, vocab=300, D=8, H=8)
+    ids, targets = rng.integers(0, 300, (4, 7)), rng.integers(0, 300, (4, 7))
+    model.zero_grad()
+    logits, state = model.forward(ids)
+    loss, crit = _ce(logits, targets)
+    model.backward(crit.backward().reshape(4, 7, 300))
+    plain = {n: g.copy() for n, _, g in model.named_parameters()}
+    model.zero_grad()
+    loss2, state2 = model.forward_loss(ids, targets)
+    model.backward_loss()
+    assert_allclose(loss2, loss, rtol=1e-6)
+    for (h, c), (h2, c2) in zip(state, state2):
+        assert_array_equal(h2, h)
+        assert_array_equal(c2, c)
+    for n, _, g in model.named_parameters():
+        assert g.dtype == np.float32
+        assert_allclose(g, plain[n], rtol=1e-4, atol=1e-6 * np.abs(plain[n]).max())
+
+
+def test_forward_loss_rejects_bad_targets(rng):
+    model = _model()
+    ids = rng.integers(0, V, (2, 3))
+    with pytest.raises(RuntimeError, match="needs a forward_loss first"):
+        model.backward_loss()
+    with pytest.raises(ValueError, match="do not match ids of shape"):
+        model.forward_loss(ids, ids[:, :2])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 20\)"):
+        model.forward_loss(ids, np.full((2, 3), V))
+    with pytest.raises(TypeError, match="must be integers"):
+        model.forward_loss(ids, ids.astype(float))
 
 
 def test_gradients_accumulate_and_zero_grad_clears(rng):

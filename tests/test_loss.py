@@ -1,7 +1,8 @@
-"""CrossEntropyLoss: value, gradient, stability, the in-place mode and input checks.
+"""CrossEntropyLoss and LinearCrossEntropyLoss: value, gradient, stability, the in-place
+mode, the fused head's equality with Linear + CrossEntropyLoss, and input checks.
 
-Shapes: N rows, C classes. The reference is an independent float64 log-softmax
-(np.logaddexp.reduce); gradients against central differences in float64.
+Shapes: N rows, C classes, I input features. The reference is an independent float64
+log-softmax (np.logaddexp.reduce); gradients against central differences in float64.
 """
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from mytorch.backend import to_numpy
 from mytorch.gradcheck import check_gradient
-from mytorch.nn import CrossEntropyLoss
+from mytorch.nn import CrossEntropyLoss, Linear, LinearCrossEntropyLoss
 
 
 def _reference_loss(Z, y):
@@ -146,3 +147,114 @@ def test_bad_inputs_raise(rng):
         yb[1] = bad
         with pytest.raises(ValueError):
             crit.forward(Z, yb)
+
+
+# ----------------------------------------------------------------------------- LinearCrossEntropyLoss
+
+def _head_data(rng, dtype=np.float64):
+    """A Linear (I -> C) with a random bias, inputs X (N, I) and targets with a repeat."""
+    N, I, C = int(rng.integers(2, 9)), int(rng.integers(1, 6)), int(rng.integers(2, 9))
+    lin = Linear(I, C, dtype=dtype, rng=rng)
+    lin.params["W"][...] = rng.standard_normal((C, I)) * 1.5
+    lin.params["b"][...] = rng.standard_normal(C)
+    X = rng.standard_normal((N, I)).astype(dtype)
+    y = rng.integers(0, C, size=N)
+    y[-1] = y[0]                                            # a repeated target: its corrections add up
+    return lin, X, y
+
+
+def test_fused_head_gradients_match_finite_differences(rng):
+    """dX, dW, db of CE(X W^T + b, y) against central differences, every entry, float64."""
+    lin, X, y = _head_data(rng)
+    head = LinearCrossEntropyLoss(lin)
+    s = float(rng.uniform(0.5, 2.0))
+    loss = head.forward(X, y)
+    dX = head.backward(dLdloss=s)
+    assert_allclose(loss, _reference_loss(X @ lin.params["W"].T + lin.params["b"], y), rtol=1e-12)
+
+    def f():
+        return s * LinearCrossEntropyLoss(lin).forward(X, y)
+    check_gradient(f, X, dX, rtol=1e-6)
+    check_gradient(f, lin.params["W"], lin.grads["W"], rtol=1e-6)
+    check_gradient(f, lin.params["b"], lin.grads["b"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_fused_head_equals_linear_then_cross_entropy(xp, rng, dtype, tol):
+    """The same loss and gradients as Linear.forward -> CrossEntropyLoss -> Linear.backward,
+    also when the gradients already hold something (they accumulate) and on the device."""
+    lin, X, y = _head_data(rng, dtype)
+    for g in lin.grads.values():
+        g[...] = rng.standard_normal(g.shape)
+    start = {k: g.copy() for k, g in lin.grads.items()}
+    crit = CrossEntropyLoss()
+    loss = crit.forward(lin.forward(X), y)
+    dX = lin.backward(crit.backward())
+    expected = {k: g.copy() for k, g in lin.grads.items()}
+
+    dev = Linear(X.shape[1], lin.out_features, dtype=dtype)
+    for k in lin.params:
+        dev.params[k] = xp.asarray(lin.params[k])
+        dev.grads[k] = xp.asarray(start[k])
+    head = LinearCrossEntropyLoss(dev)
+    out = xp.empty((X.shape[0], lin.out_features), dtype=dtype)
+    loss2 = head.forward(xp.asarray(X), xp.asarray(y), out=out)
+    assert head.E is out                                    # the caller's buffer took the logits
+    dX2 = head.backward()
+    assert dX2.dtype == dtype and dev.grads["W"].dtype == dtype
+    assert_allclose(loss2, loss, rtol=tol)
+    assert_allclose(to_numpy(dX2), dX, rtol=tol, atol=tol)
+    for k in expected:
+        assert_allclose(to_numpy(dev.grads[k]), expected[k], rtol=tol, atol=tol)
+    assert head.E is None                                   # backward runs once per forward
+
+
+def test_fused_head_large_logits_are_stable(rng):
+    """Logits near 1e4 (and one dominating by 80) give finite, exact results."""
+    lin, X, y = _head_data(rng)
+    lin.params["b"][...] = 1e4 + rng.standard_normal(lin.out_features)
+    lin.params["b"][0] += 80.0
+    y[0] = 1 if lin.out_features > 1 else 0                 # a target with probability ~ e^-80
+    with np.errstate(all="raise"):
+        head = LinearCrossEntropyLoss(lin)
+        loss = head.forward(X, y)
+        dX = head.backward()
+    assert np.isfinite(loss) and np.all(np.isfinite(dX))
+    assert_allclose(loss, _reference_loss(X @ lin.params["W"].T + lin.params["b"], y), rtol=1e-10)
+
+
+def test_fused_head_big_vocabulary_in_cache_blocks(rng, monkeypatch):
+    """Enough rows and classes for the threaded, cache-blocked pass (several blocks per thread)."""
+    monkeypatch.setenv("MYTORCH_THREADS", "2")
+    N, I, C = 40, 3, 20000                                  # 800,000 logits: 2 threads x 4+ blocks
+    lin = Linear(I, C, dtype=np.float64, rng=rng)
+    lin.params["b"][...] = rng.standard_normal(C)
+    X, y = rng.standard_normal((N, I)) * 3, rng.integers(0, C, size=N)
+    head = LinearCrossEntropyLoss(lin)
+    loss = head.forward(X, y)
+    dX = head.backward()
+    Z = X @ lin.params["W"].T + lin.params["b"]
+    assert_allclose(loss, _reference_loss(Z, y), rtol=1e-12)
+    dZ = _reference_grad(Z, y)
+    assert_allclose(dX, dZ @ lin.params["W"], rtol=1e-10, atol=1e-15)
+    assert_allclose(lin.grads["W"], dZ.T @ X, rtol=1e-10, atol=1e-15)
+    assert_allclose(lin.grads["b"], dZ.sum(axis=0), rtol=1e-10, atol=1e-15)
+
+
+def test_fused_head_bad_inputs_raise(rng):
+    lin, X, y = _head_data(rng)
+    head = LinearCrossEntropyLoss(lin)
+    with pytest.raises(RuntimeError, match="needs a forward first"):
+        head.backward()
+    with pytest.raises(ValueError, match=r"expected X of shape \(N, "):
+        head.forward(X[None], y)
+    with pytest.raises(ValueError, match="expected input of shape"):
+        head.forward(X[:, :0] if X.shape[1] > 1 else np.ones((X.shape[0], 2)), y)
+    with pytest.raises(ValueError, match="targets of shape"):
+        head.forward(X, y[:-1])
+    with pytest.raises(TypeError, match="targets must be integers"):
+        head.forward(X, y.astype(np.float64))
+    with pytest.raises(ValueError, match="targets must lie in"):
+        head.forward(X, np.full_like(y, lin.out_features))
+    with pytest.raises(ValueError, match="with a bias"):
+        LinearCrossEntropyLoss(Linear(2, 3, bias=False))

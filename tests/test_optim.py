@@ -138,11 +138,11 @@ def test_big_tensor_threaded_path_matches_the_formulas(rng, monkeypatch, name, o
     monkeypatch.setenv("MYTORCH_THREADS", "3")                  # several blocks even on one core
     blocks, orig = [], optim.parallel_rows
 
-    def spy(fn, *arrays):
+    def spy(fn, *arrays, **kw):
         def counted(*views):
             blocks.append((arrays[0].shape, views[0].shape[0], threading.get_ident()))
             fn(*views)
-        orig(counted, *arrays)
+        orig(counted, *arrays, **kw)
 
     monkeypatch.setattr(optim, "parallel_rows", spy)
     shapes = [{"big": (1024, 300), "small": (7,)}]

@@ -5,19 +5,34 @@ import pytest
 from mytorch import parallel
 
 
+@pytest.mark.parametrize("block_elements", [None, 1000, 1 << 18])
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
 @pytest.mark.parametrize("shape", [(7, 3), (1000, 300), (3, 100000)])
-def test_every_row_is_visited_once(monkeypatch, threads, shape):
+def test_every_row_is_visited_once(monkeypatch, threads, shape, block_elements):
     monkeypatch.setenv("MYTORCH_THREADS", threads)
     counts = np.zeros(shape)
     out = np.zeros(shape[0])
+    sizes = []
 
     def visit(block, out_block):
+        sizes.append(block.shape[0])
         block += 1
         out_block[...] = block.sum(axis=1)
-    parallel.parallel_rows(visit, counts, out)
+    parallel.parallel_rows(visit, counts, out, block_elements=block_elements)
     np.testing.assert_array_equal(counts, 1)
     np.testing.assert_array_equal(out, shape[1])
+    assert sum(sizes) == shape[0]
+    if block_elements is not None:  # whole rows, at most block_elements at a time (at least one row)
+        assert max(sizes) <= max(1, block_elements // shape[1])
+
+
+def test_blocks_split_a_big_array(monkeypatch):
+    """(1000, 300) in blocks of 3,000 elements: 10 rows a call, on 2 threads 2 x 50 calls."""
+    monkeypatch.setenv("MYTORCH_THREADS", "2")
+    a = np.zeros((1000, 300))
+    sizes = []
+    parallel.parallel_rows(lambda b: sizes.append(b.shape[0]), a, block_elements=3000)
+    assert sizes == [10] * 100
 
 
 def test_blas_threads_is_scoped():
@@ -28,3 +43,29 @@ def test_blas_threads_is_scoped():
     with parallel.blas_threads(1):
         assert all(c.get_num_threads() == 1 for c in controllers)
     assert [c.get_num_threads() for c in controllers] == before
+
+
+def _spin_after(code, env=None):
+    """openblas_thread_timeout() in a fresh interpreter after running `code` (None: no OpenBLAS)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**{k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}, **(env or {})}
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, mytorch.parallel as p; "
+                          "print(json.dumps(p.openblas_thread_timeout()))"],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("entry", ["import train", "import bench.train_step", "import models.predict",
+                                   "import mytorch"])
+def test_entry_points_shorten_openblas_spin(entry):
+    """The programs that train import mytorch before numpy, so OpenBLAS's idle spin is 2^16 cycles."""
+    if parallel.openblas_thread_timeout() is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS")
+    assert _spin_after(entry) == 16
+    assert _spin_after("import numpy\n" + entry) == 28          # too late once numpy loaded OpenBLAS
+    assert _spin_after(entry, {"OPENBLAS_THREAD_TIMEOUT": "20"}) == 20   # the user's setting wins

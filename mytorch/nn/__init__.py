@@ -7,5 +7,5 @@ from .linear import Linear, Embedding  # noqa: F401
 from .lstm import LSTMCell  # noqa: F401
 from .softmax import Softmax, softmax, log_softmax  # noqa: F401
 from .attention import Attention  # noqa: F401
-from .loss import CrossEntropyLoss  # noqa: F401
+from .loss import CrossEntropyLoss, LinearCrossEntropyLoss  # noqa: F401
 from .dropout import Dropout, LockedDropout, EmbeddingDropout  # noqa: F401
