@@ -1,33 +1,18 @@
 """Scoring a language model: the course's fixture NLL and perplexity over a whole split.
 
+    python -m models.evaluate --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1
+
 Shapes: B batch (streams), T time, V vocabulary.
 """
+import argparse
 import math
+import sys
+import time
 
 import numpy as np
 
 from mytorch import backend
-from mytorch.parallel import parallel_rows
-
-
-def log_softmax_at(logits, targets):
-    """-log softmax(logits)[n, targets[n]] for each row, float64.  logits (N, V), targets (N,) -> (N,).
-
-    Stable: lse = m + log sum exp(z - m). The exp pass runs in row blocks on all cores
-    and reuses the logits buffer (the caller's logits are overwritten).
-    """
-    xp = backend.get_array_module(logits)
-    rows = xp.arange(logits.shape[0])
-    m = logits.max(axis=1, keepdims=True)                       # (N, 1)
-    target = (logits[rows, targets] - m[:, 0]).astype(np.float64)
-    s = xp.empty(logits.shape[0], dtype=np.float64)
-
-    def block(z, m, s):
-        z -= m
-        xp.exp(z, out=z)
-        s[...] = z.sum(axis=1)
-    parallel_rows(block, logits, m, s)
-    return xp.log(s) - target
+from mytorch.nn import LinearCrossEntropyLoss
 
 
 def fixture_nll(model, inp, out):
@@ -48,6 +33,8 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
 
     and read `chunk` words at a time with the LSTM state carried between chunks,
     so every word but the first of each row is predicted with its full left context.
+    Each chunk is scored by the training loss (LinearCrossEntropyLoss: projection,
+    bias, max, exp and row sums in one cache-blocked pass over a reused logits buffer).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
     ids = np.concatenate([np.concatenate(([sos_id], a, [eos_id])) for a in articles])
@@ -60,6 +47,7 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     model.eval()
     total, count, state = 0.0, 0, None
     buf = None                                                  # one (B*chunk, V) logits buffer
+    loss = LinearCrossEntropyLoss(model.decoder)
     try:
         for t0 in range(0, n, chunk):
             x, y = inputs[:, t0:t0 + chunk], targets[:, t0:t0 + chunk]
@@ -67,9 +55,8 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
             X2 = X.reshape(-1, X.shape[-1])                     # (B*t, H)
             if buf is None:
                 buf = backend.xp().empty((X2.shape[0], model.vocab_size), dtype=X2.dtype)
-            logits = model.decoder.forward(X2, out=buf[:X2.shape[0]])       # (B*t, V)
-            nll = log_softmax_at(logits, backend.to_device(y.reshape(-1)))
-            total += float(nll.sum())
+            mean = loss.forward(X2, backend.to_device(y.reshape(-1)), out=buf[:X2.shape[0]])
+            total += mean * y.size
             count += y.size
     finally:
         model.train(was_training)
@@ -78,3 +65,37 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
 
 def perplexity(mean_nll):
     return math.exp(min(mean_nll, 700.0))
+
+
+def main(argv=None):
+    """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
+    from dataset.corpus import DataError, load_fixtures, load_hw4p1
+    from . import CheckpointError, load
+    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=main.__doc__)
+    p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
+    p.add_argument("--data", required=True, help="HW4P1 data directory (dataset/ and fixtures/)")
+    args = p.parse_args(argv)
+    try:
+        model = load(args.checkpoint)
+        data = load_hw4p1(args.data)
+        fix = load_fixtures(args.data, len(data.vocab))
+        if len(data.vocab) != model.vocab_size:
+            raise DataError(f"{args.data} has {len(data.vocab)} words but the model predicts "
+                            f"{model.vocab_size}")
+    except (CheckpointError, DataError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
+    V = model.vocab_size
+    t0 = time.perf_counter()
+    val = fixture_nll(model, fix["prediction_inp"], fix["prediction_out"])
+    t1 = time.perf_counter()
+    mean, words = stream_nll(model, data.valid, V - 2, V - 1)   # <sos>, <eos>: the vocabulary's last two
+    t2 = time.perf_counter()
+    print(f"fixture NLL (prediction.npz, {len(fix['prediction_out'])} rows)  {val:.4f}   ({t1 - t0:.1f} s)")
+    print(f"validation split: NLL {mean:.4f}, perplexity {perplexity(mean):.2f} over {words:,} words   "
+          f"({t2 - t1:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,7 @@ import numpy as np
 from mytorch import backend
 from mytorch.nn import Embedding, Linear, LinearCrossEntropyLoss, LSTMCell, Module
 from mytorch.nn.dropout import LockedDropout
-from mytorch.parallel import blas_threads
+from mytorch.parallel import blas_threads_for
 
 from .sampling import choose_next
 
@@ -93,7 +93,7 @@ class LanguageModel(Module):
             XG = cell.input_gates(X, cache)             # (B, T, 4H) for all steps at once
             h, c = state[k] if state is not None else (None, None)
             Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
-            with blas_threads(1):    # small products: 1 BLAS thread is faster (mytorch.parallel)
+            with blas_threads_for(B * cell.hidden_size * XG.shape[-1]):  # (B, H) x (H, 4H) per step
                 for t in range(T):
                     h, c = cell.step(XG[:, t], None if h is None else (h, c), cache)
                     Hs[:, t] = h
@@ -174,7 +174,7 @@ class LanguageModel(Module):
             B, T, _ = dX.shape
             dG = backend.get_array_module(dX).empty((B, T, 4 * cell.hidden_size), dtype=dX.dtype)
             dh, dc = dX[:, T - 1], None
-            with blas_threads(1):
+            with blas_threads_for(B * cell.hidden_size * dG.shape[-1]):
                 for t in reversed(range(T)):
                     dG[:, t], dh_prev, dc = cell.step_backward(dh, dc, weight_grad=False)
                     if t > 0:

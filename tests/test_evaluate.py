@@ -1,4 +1,4 @@
-"""models.evaluate: the stable log-softmax, the course's fixture NLL, and the whole-split NLL.
+"""models.evaluate: the course's fixture NLL, the whole-split NLL and the command line.
 
 Shapes: N rows, V vocabulary, B streams, n words per stream.
 Every result is compared with a float64 computation written here from scratch:
@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from models import LanguageModel
-from models.evaluate import fixture_nll, log_softmax_at, perplexity, stream_nll
+from models.evaluate import fixture_nll, perplexity, stream_nll
 
 V = 17
 SOS_ID, EOS_ID = 15, 16
@@ -36,28 +36,6 @@ def _model(dropout=0.0, seed=0, dtype=np.float64):
 
 def _articles(rng, lengths):
     return [rng.integers(0, SOS_ID, n) for n in lengths]    # words only: no <sos>/<eos> inside
-
-
-# ------------------------------------------------------------------ log_softmax_at
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_log_softmax_at_matches_float64(dtype, rng):
-    z = (rng.standard_normal((9, 13)) * 5 + rng.uniform(-300, 300, (9, 1))).astype(dtype)  # big offsets
-    y = rng.integers(0, 13, 9)
-    want = _nll64(z, y)
-    got = log_softmax_at(z.copy(), y)
-    assert got.dtype == np.float64 and got.shape == (9,)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    assert_allclose(got, want, rtol=tol, atol=tol)
-    assert np.isfinite(got).all() and (got > 0).all()
-
-
-def test_log_softmax_at_in_row_blocks(rng, monkeypatch):
-    """Large enough (>= 2**18 entries) for the threaded row-block path."""
-    monkeypatch.setenv("MYTORCH_THREADS", "2")
-    z = (rng.standard_normal((301, 1000)) * 3).astype(np.float32)
-    y = rng.integers(0, 1000, 301)
-    assert_allclose(log_softmax_at(z.copy(), y), _nll64(z, y), rtol=2e-5, atol=2e-5)
 
 
 # ------------------------------------------------------------------ fixture_nll
@@ -152,3 +130,27 @@ def test_stream_nll_scores_in_eval_mode_and_restores_the_mode(rng):
 def test_perplexity():
     assert perplexity(math.log(123.0)) == pytest.approx(123.0)
     assert math.isfinite(perplexity(1e6))                       # capped, no OverflowError
+
+
+# ------------------------------------------------------------------ the command line
+
+def test_command_line_prints_both_numbers(data_dir, tmp_path, capsys):
+    from dataset.corpus import load_fixtures, load_hw4p1
+    from models.evaluate import main
+    data = load_hw4p1(data_dir)
+    V = len(data.vocab)
+    model = LanguageModel(V, emsize=6, nhid=7, nlayers=2, seed=5)
+    model.save(tmp_path / "m.npz")
+    assert main(["--checkpoint", str(tmp_path / "m.npz"), "--data", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    fx = load_fixtures(data_dir, V)
+    val = fixture_nll(model, fx["prediction_inp"], fx["prediction_out"])
+    mean, words = stream_nll(model, data.valid, V - 2, V - 1)
+    assert f"{val:.4f}" in out and f"perplexity {perplexity(mean):.2f} over {words:,} words" in out
+
+    LanguageModel(V + 1, emsize=6, nhid=7, nlayers=2).save(tmp_path / "other.npz")
+    assert main(["--checkpoint", str(tmp_path / "other.npz"), "--data", str(data_dir)]) == 2
+    assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--data", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "the model predicts" in err[0]

@@ -69,3 +69,15 @@ def test_entry_points_shorten_openblas_spin(entry):
     assert _spin_after(entry) == 16
     assert _spin_after("import numpy\n" + entry) == 28          # too late once numpy loaded OpenBLAS
     assert _spin_after(entry, {"OPENBLAS_THREAD_TIMEOUT": "20"}) == 20   # the user's setting wins
+
+
+def test_blas_threads_for_small_products_only():
+    controllers = parallel._blas_controllers()
+    if not controllers or max(c.get_num_threads() for c in controllers) < 2:
+        pytest.skip("no multi-threaded BLAS here")
+    before = [c.get_num_threads() for c in controllers]
+    with parallel.blas_threads_for(32 * 128 * 512):             # a reference-model LSTM step
+        assert all(c.get_num_threads() == 1 for c in controllers)
+    with parallel.blas_threads_for(32 * 384 * 1536):            # the default recipe's first layer
+        assert [c.get_num_threads() for c in controllers] == before
+    assert [c.get_num_threads() for c in controllers] == before
