@@ -11,6 +11,10 @@ Each LSTM layer does its input-side product for all T steps at once
 ``input_gates_backward`` turns them into the layer's input gradient and its
 W_ih gradient. With ``tied=True`` the decoder reuses the embedding matrix
 (the last layer's hidden size is then D) and both gradients add into one buffer.
+
+Training calls ``forward_loss`` / ``backward_loss``: the projection and the
+cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same gradients as
+``forward`` -> CrossEntropyLoss -> ``backward`` with less traffic over the logits.
 """
 from contextlib import contextmanager
 
@@ -126,7 +130,7 @@ class LanguageModel(Module):
 
         dLdlogits (B, T, V). The initial state is treated as a constant (truncated BPTT).
         """
-        self._backward_hidden(self.decoder.backward(dLdlogits))
+        self.embedding.backward(self.cells_backward(self.decoder.backward(dLdlogits)))
 
     def forward_loss(self, ids, targets, state=None):
         """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
@@ -153,7 +157,7 @@ class LanguageModel(Module):
         B, T = self._hidden[0][1].shape[:2]
         dX = self._head.backward(dLdloss)               # (B*T, H_last)
         self._head = None
-        self._backward_hidden(dX.reshape(B, T, -1))
+        self.embedding.backward(self.cells_backward(dX.reshape(B, T, -1)))
 
     def _logits_buffer(self, X):
         """The (B, T, V) logits buffer for X (B, T, H), allocated once per shape."""
@@ -161,10 +165,6 @@ class LanguageModel(Module):
         if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
             self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
         return self._logits
-
-    def _backward_hidden(self, dX):
-        """Backward from dL/d(top-layer outputs) dX (B, T, H_last) down to the embedding."""
-        self.embedding.backward(self.cells_backward(dX))
 
     def cells_backward(self, dX):
         """Backward of run_cells: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""

@@ -1,6 +1,9 @@
 """Cross-entropy over logits: fused, numerically stable log-softmax + NLL.
 
-Shapes: N rows, C classes.
+CrossEntropyLoss takes logits; LinearCrossEntropyLoss takes a Linear layer's input
+and fuses the projection with the loss (the language model's training head).
+
+Shapes: N rows, C classes, I input features.
 
     m_n   = max_c Z[n, c]
     lse_n = m_n + log sum_c exp(Z[n, c] - m_n)        (log-sum-exp, never overflows)
