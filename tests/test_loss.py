@@ -249,7 +249,7 @@ def test_fused_head_bad_inputs_raise(rng):
     with pytest.raises(ValueError, match=r"expected X of shape \(N, "):
         head.forward(X[None], y)
     with pytest.raises(ValueError, match="expected input of shape"):
-        head.forward(X[:, :0] if X.shape[1] > 1 else np.ones((X.shape[0], 2)), y)
+        head.forward(np.ones((X.shape[0], X.shape[1] + 1)), y)    # one feature too many
     with pytest.raises(ValueError, match="targets of shape"):
         head.forward(X, y[:-1])
     with pytest.raises(TypeError, match="targets must be integers"):
