@@ -75,6 +75,14 @@ def get_array_module(*arrays):
     return np
 
 
+def cupy_module():
+    """The cupy module itself (for mytorch.kernels); BackendError where it is not usable."""
+    usable, reason = cupy_status()
+    if not usable:
+        raise BackendError(reason)
+    return _cupy
+
+
 def is_cupy(a):
     return _cupy is not None and isinstance(a, _cupy.ndarray)
 
@@ -101,8 +109,11 @@ def scatter_add(a, indices, values):
     sort + ``np.add.reduceat`` (one pass over the values, vectorised).
     """
     if is_cupy(a):
-        import cupyx  # only reached when cupy imported
-        cupyx.scatter_add(a, indices, values)
+        add_at = getattr(_cupy.add, "at", None)     # CuPy >= 13; cupyx.scatter_add before (deprecated since)
+        if add_at is None:
+            import cupyx
+            add_at = cupyx.scatter_add
+        add_at(a, indices, values)
         return a
     indices = np.asarray(indices).reshape(-1)
     values = values.reshape(indices.shape[0], *a.shape[1:])

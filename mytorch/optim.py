@@ -18,7 +18,7 @@ memory about once instead of once per ufunc (mytorch.parallel).
 """
 import math
 
-from . import backend
+from . import backend, kernels
 from .parallel import CACHE_BLOCK, parallel_rows
 
 
@@ -32,6 +32,10 @@ def unique_parameters(parameters):
             seen.add(id(p))
             out.append((f"{pi}.{key}", p, grads[key]))
     return out
+
+
+def _zeros_like(p):
+    return backend.get_array_module(p).zeros_like(p)
 
 
 class Optimizer:
@@ -83,8 +87,7 @@ class SGD(Optimizer):
         if nesterov and momentum == 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
-        xp = backend.xp()
-        self.buf = [xp.zeros_like(p) for _, p, _ in self.params] if momentum else []
+        self.buf = [_zeros_like(p) for _, p, _ in self.params] if momentum else []
 
     def _buffers(self):
         return {"momentum": self.buf}
@@ -115,9 +118,8 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps < 0 or weight_decay < 0:
             raise ValueError(f"invalid Adam settings: betas={betas}, eps={eps}, weight_decay={weight_decay}")
         self.betas, self.eps, self.weight_decay = (b1, b2), eps, weight_decay
-        xp = backend.xp()
-        self.m = [xp.zeros_like(p) for _, p, _ in self.params]
-        self.v = [xp.zeros_like(p) for _, p, _ in self.params]
+        self.m = [_zeros_like(p) for _, p, _ in self.params]   # state lives where its parameter does
+        self.v = [_zeros_like(p) for _, p, _ in self.params]
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
@@ -129,6 +131,11 @@ class Adam(Optimizer):
         step_size = lr / bias1
         sqrt_bias2 = math.sqrt(bias2)
         xp = backend.get_array_module(p)
+        if backend.is_cupy(p):                          # the update below in one GPU kernel
+            l2, decay = (0.0, 1 - lr * wd) if self.decoupled else (wd, 1.0)
+            kernels.adam_update(p, g, self.m[i], self.v[i], b1, b2, eps * sqrt_bias2,
+                                step_size * sqrt_bias2, l2, decay)
+            return
 
         def update(p, g, m, v):
             tmp = xp.empty_like(p)                      # one cache-sized block: it never leaves the cache

@@ -7,6 +7,7 @@ the CuPy case checks that the device result matches the host result.
 """
 import os
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,17 @@ def backend_name(request):
 @pytest.fixture
 def xp(backend_name):
     return backend.xp()
+
+
+@contextmanager
+def on_host():
+    """Build layers on the NumPy backend whatever the test's backend is (the host reference)."""
+    name = backend.get_backend()
+    backend.set_backend("numpy")
+    try:
+        yield
+    finally:
+        backend.set_backend(name)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ sequence with nothing left over.
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from .module import Module, check_last_dim
 
 
@@ -86,12 +86,15 @@ class LSTMCell(Module):
         h, c = self._state(xp, B, xg.dtype, state)
         gates = h @ self.params["W_hh"].T               # (B, 4H)
         gates += xg
-        ifgo = sigmoid(gates, xp)                       # i, f, o use sigmoid ...
-        ifgo[:, 2 * H:3 * H] = xp.tanh(gates[:, 2 * H:3 * H])  # ... g uses tanh
-        i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
-        c_new = f * c + i * g                           # (B, H)
-        tanh_c = xp.tanh(c_new)
-        h_new = o * tanh_c
+        if backend.is_cupy(gates):                      # the lines below in one GPU kernel
+            ifgo, c_new, tanh_c, h_new = kernels.lstm_step_forward(gates, c)
+        else:
+            ifgo = sigmoid(gates, xp)                   # i, f, o use sigmoid ...
+            ifgo[:, 2 * H:3 * H] = xp.tanh(gates[:, 2 * H:3 * H])  # ... g uses tanh
+            i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
+            c_new = f * c + i * g                       # (B, H)
+            tanh_c = xp.tanh(c_new)
+            h_new = o * tanh_c
         if cache:
             self._steps.append((h, c, ifgo, tanh_c))
         return h_new, c_new
@@ -116,20 +119,24 @@ class LSTMCell(Module):
                                  f"got {tuple(d.shape)}")
         h, c, ifgo, tanh_c = self._steps.pop()
         H = self.hidden_size
-        i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
-        dc_total = dh * o * (1.0 - tanh_c * tanh_c)
-        if dc is not None:
-            dc_total += dc
-        dG = ifgo * (1.0 - ifgo)                        # sigmoid' for i, f, o
-        dG[:, 2 * H:3 * H] = 1.0 - g * g                # tanh' for g
-        dG[:, 0:H] *= dc_total * g
-        dG[:, H:2 * H] *= dc_total * c
-        dG[:, 2 * H:3 * H] *= dc_total * i
-        dG[:, 3 * H:] *= dh * tanh_c
+        if backend.is_cupy(ifgo):                       # the pointwise math below in one GPU kernel
+            dG, dc_prev = kernels.lstm_step_backward(dh, backend.xp().zeros_like(dh) if dc is None else dc,
+                                                     c, ifgo, tanh_c)
+        else:
+            i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
+            dc_total = dh * o * (1.0 - tanh_c * tanh_c)
+            if dc is not None:
+                dc_total += dc
+            dG = ifgo * (1.0 - ifgo)                    # sigmoid' for i, f, o
+            dG[:, 2 * H:3 * H] = 1.0 - g * g            # tanh' for g
+            dG[:, 0:H] *= dc_total * g
+            dG[:, H:2 * H] *= dc_total * c
+            dG[:, 2 * H:3 * H] *= dc_total * i
+            dG[:, 3 * H:] *= dh * tanh_c
+            dc_prev = dc_total * f
         if weight_grad:
             backend.matmul_accumulate(self.grads["W_hh"], dG.T, h)
         dh_prev = dG @ self.params["W_hh"]
-        dc_prev = dc_total * f
         return dG, dh_prev, dc_prev
 
     def recurrent_weights_backward(self, dG, H_prev):
