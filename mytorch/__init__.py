@@ -7,7 +7,7 @@ Import mytorch before numpy in a program that trains (train.py and the benchmark
 OpenBLAS's worker threads spin for 2^28 cycles (about 0.1 s) after every call before
 they sleep, and the row-parallel NumPy passes that follow a big matrix product
 (softmax, Adam) then share the cores with spinning threads and run no faster than on
-one core (measured: the softmax pass 11.3 -> 6.1 ms, a reference step 94 -> 78 ms).
+one core (`OPENBLAS_THREAD_TIMEOUT=28 python -m bench.train_step` shows it: README, Speed).
 OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads it, so it is set here
 (2^16 cycles, about 25 us: warm between back-to-back products) unless the user set it.
 """

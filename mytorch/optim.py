@@ -130,12 +130,12 @@ class Adam(Optimizer):
         bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         step_size = lr / bias1
         sqrt_bias2 = math.sqrt(bias2)
-        xp = backend.get_array_module(p)
         if backend.is_cupy(p):                          # the update below in one GPU kernel
             l2, decay = (0.0, 1 - lr * wd) if self.decoupled else (wd, 1.0)
             kernels.adam_update(p, g, self.m[i], self.v[i], b1, b2, eps * sqrt_bias2,
                                 step_size * sqrt_bias2, l2, decay)
             return
+        xp = backend.get_array_module(p)
 
         def update(p, g, m, v):
             tmp = xp.empty_like(p)                      # one cache-sized block: it never leaves the cache

@@ -1,20 +1,19 @@
 """Using both cores: BLAS thread control and row-block parallelism for NumPy ufuncs.
 
-Two facts drive this module:
+Three facts drive this module:
 - OpenBLAS threads pay a synchronisation cost on every call. On a small product
   (the recurrent (32, 128) x (128, 512) of one LSTM step) that cost eats the
-  gain, and on a busy machine it explodes; on a bigger one ((32, 384) x (384, 1536):
-  20 steps forward and back in 20 ms on 2 threads, 29 ms on 1) and on the
-  (N, D) x (D, V) projection the threads pay off. ``blas_threads(1)`` scopes a
-  single-threaded region; ``blas_threads_for(macs)`` picks by product size.
+  gain, and on a busy machine it explodes; on a bigger one (the default recipe's
+  (32, 384) x (384, 1536)) and on the (N, D) x (D, V) projection the threads pay
+  off. ``blas_threads(1)`` scopes a single-threaded region; ``blas_threads_for(macs)``
+  picks by product size.
 - NumPy ufuncs run on one core but release the GIL, so a memory-bound pass over
   a large array (exp of the logits, an Adam update) split into row blocks on a
   thread pool uses every core.
 - A chain of ufuncs over arrays bigger than the cache (Adam's dozen passes over
   (33280, 128) matrices) streams every operand from memory once per ufunc.
   ``block_elements`` runs the whole chain on cache-sized row blocks instead,
-  so each operand crosses the memory bus about once (measured: 15 -> 11 ms for
-  Adam on two (33280, 128) matrices, 2 threads).
+  so each operand crosses the memory bus about once.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -47,15 +46,19 @@ def _blas_controllers():
 _CONTROLLERS = None
 
 
+def _controllers():
+    global _CONTROLLERS
+    if _CONTROLLERS is None:
+        _CONTROLLERS = _blas_controllers()
+    return _CONTROLLERS
+
+
 def openblas_thread_timeout():
     """n where OpenBLAS's idle worker threads spin 2^n cycles before sleeping; None without OpenBLAS.
 
     28 is OpenBLAS's default; importing mytorch before numpy sets 16 (see mytorch/__init__.py).
     """
-    global _CONTROLLERS
-    if _CONTROLLERS is None:
-        _CONTROLLERS = _blas_controllers()
-    for c in _CONTROLLERS:
+    for c in _controllers():
         read = getattr(c.dynlib, "openblas_thread_timeout", None) if c.internal_api == "openblas" else None
         if read is not None:
             n = int(read())
@@ -66,16 +69,14 @@ def openblas_thread_timeout():
 @contextmanager
 def blas_threads(n):
     """Run the body with BLAS limited to n threads (a ~1 us switch; no-op without threadpoolctl)."""
-    global _CONTROLLERS
-    if _CONTROLLERS is None:
-        _CONTROLLERS = _blas_controllers()
-    before = [c.get_num_threads() for c in _CONTROLLERS]
-    for c in _CONTROLLERS:
+    controllers = _controllers()
+    before = [c.get_num_threads() for c in controllers]
+    for c in controllers:
         c.set_num_threads(n)
     try:
         yield
     finally:
-        for c, k in zip(_CONTROLLERS, before):
+        for c, k in zip(controllers, before):
             c.set_num_threads(k)
 
 
@@ -98,10 +99,10 @@ def parallel_rows(fn, *arrays, block_elements=None):
     Small arrays, one thread or CuPy arrays (the GPU is parallel already) run on
     the calling thread; CuPy arrays in a single call.
     """
-    n = arrays[0].shape[0] if arrays[0].ndim else 1
     if backend.is_cupy(arrays[0]) or arrays[0].ndim == 0:
         fn(*arrays)
         return
+    n = arrays[0].shape[0]
     rows = n if block_elements is None else max(1, block_elements * n // max(arrays[0].size, 1))
 
     def run(lo, hi):

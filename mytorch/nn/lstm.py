@@ -120,8 +120,8 @@ class LSTMCell(Module):
         h, c, ifgo, tanh_c = self._steps.pop()
         H = self.hidden_size
         if backend.is_cupy(ifgo):                       # the pointwise math below in one GPU kernel
-            dG, dc_prev = kernels.lstm_step_backward(dh, backend.xp().zeros_like(dh) if dc is None else dc,
-                                                     c, ifgo, tanh_c)
+            dc = backend.get_array_module(dh).zeros_like(dh) if dc is None else dc
+            dG, dc_prev = kernels.lstm_step_backward(dh, dc, c, ifgo, tanh_c)
         else:
             i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
             dc_total = dh * o * (1.0 - tanh_c * tanh_c)
