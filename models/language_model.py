@@ -25,9 +25,8 @@ from mytorch.nn import Embedding, Linear, LinearCrossEntropyLoss, LSTMCell, Modu
 from mytorch.nn.dropout import LockedDropout
 from mytorch.parallel import blas_threads_for
 
-from .sampling import choose_next
-
-MAX_GENERATE_STEPS = 10_000  # generate() refuses more: a typo (1e6 for 1e2) would run for hours
+from . import decoding
+from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users found it)
 
 
 def check_ids(ids, vocab_size, who):
@@ -74,6 +73,7 @@ class LanguageModel(Module):
         self._logits = None                             # (B, T, V) buffer, reused
         self._head = None                               # the fused loss of the last forward_loss
         self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
+        self.vocab = None                               # (V,) str when loaded from a file that has one
 
     # -- forward / backward ------------------------------------------------
     def encode(self, ids, state=None, cache=True):
@@ -198,28 +198,45 @@ class LanguageModel(Module):
             X, _ = self.encode(inp, cache=False)
             return self.decoder.forward(X[:, -1])
 
-    def generate(self, inp, timesteps, temperature=0.0, top_k=None, top_p=None, seed=None):
-        """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) ids.
+    def generate(self, inp, timesteps, **options):
+        """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) int64 ids.
 
-        The LSTM state is carried from word to word (the prefix is read once).
-        temperature 0 is greedy; otherwise sample from softmax(logits / temperature),
-        optionally restricted to the top_k words or the smallest set with mass >= top_p.
+        options: models.decoding.Decoding's fields (temperature, top_k, top_p, num_beams,
+        length_penalty, repetition_penalty, no_repeat_ngram, ban_special, seed); those not
+        given take the recommended defaults. The LSTM state is carried from word to word
+        (the prefix is read once). Inference never applies dropout.
         """
-        if (not isinstance(timesteps, (int, np.integer)) or isinstance(timesteps, bool)
-                or not 1 <= timesteps <= MAX_GENERATE_STEPS):
-            raise ValueError(f"generate: timesteps must be an integer in [1, {MAX_GENERATE_STEPS}], "
-                             f"got {timesteps!r}")
-        rng = np.random.default_rng(seed)
-        out = []
+        check_ids(inp, self.vocab_size, "LanguageModel")
         with self._inference():
-            X, state = self.encode(inp, cache=False)
-            logits = self.decoder.forward(X[:, -1])     # (B, V)
-            for _ in range(timesteps):
-                nxt = choose_next(backend.to_numpy(logits), temperature, top_k, top_p, rng)  # (B,)
-                out.append(nxt)
-                X, state = self.encode(nxt[:, None], state, cache=False)
-                logits = self.decoder.forward(X[:, -1])
-        return np.stack(out, axis=1)
+            return decoding.generate(self, inp, timesteps, special_ids=self.special_ids(),
+                                     eos_id=self.vocab_size - 1, **options)
+
+    # the three methods models.decoding needs: the state is [(h, c)] * L, rows on axis 0
+    def decode_start(self, inp):
+        """inp (B, T) -> logits (B, V) for the next word, and the state after the prefix."""
+        X, state = self.encode(inp, cache=False)
+        return self.decoder.forward(X[:, -1]), state
+
+    def decode_step(self, ids, state):
+        """ids (R,) one word per row -> logits (R, V) for the word after it, the new state."""
+        X, state = self.encode(ids[:, None], state, cache=False)
+        return self.decoder.forward(X[:, -1]), state
+
+    @staticmethod
+    def select_state(state, rows):
+        """The state of rows (R,) (repeated or reordered): [(h[rows], c[rows])] * L."""
+        xp = backend.get_array_module(state[0][0])
+        rows = xp.asarray(rows)
+        return [(h[rows], c[rows]) for h, c in state]
+
+    def special_ids(self):
+        """Ids of the words decoding can ban: <unk>, <sos>, <eos> of the model's vocabulary.
+
+        Without a vocabulary, the HW4P1 layout: <sos> and <eos> are the last two words.
+        """
+        if self.vocab is None:
+            return [self.vocab_size - 2, self.vocab_size - 1]
+        return [int(i) for w in ("<unk>", "<sos>", "<eos>") for i in np.flatnonzero(self.vocab == w)]
 
     @contextmanager
     def _inference(self):

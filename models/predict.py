@@ -37,11 +37,47 @@ def parse_args(argv=None):
     p.add_argument("--data", help="directory with vocab.npy, for a model file without a vocabulary")
     p.add_argument("--words", type=int, default=20, help="words to generate after the prompt (0: none)")
     p.add_argument("--top", type=int, default=5, help="how many most likely next words to list (0: none)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; else sample softmax(z / T)")
-    p.add_argument("--top-k", type=int, help="sample only among the K most likely words")
-    p.add_argument("--top-p", type=float, help="sample only among the fewest words with mass >= P")
-    p.add_argument("--seed", type=int, help="random seed for sampling")
+    add_decoding_arguments(p)
     return p.parse_args(argv)
+
+
+def add_decoding_arguments(p):
+    """The decoding flags (models.decoding.Decoding); a flag left out keeps the recommended default."""
+    from .decoding import Decoding
+    d = Decoding()
+    g = p.add_argument_group("decoding (default: the recommended decoding, see README)")
+    g.add_argument("--temperature", type=float,
+                   help=f"0: greedy; else sample softmax(z / T) ({d.temperature})")
+    g.add_argument("--top-k", type=int, help=f"sample only among the K most likely words ({d.top_k})")
+    g.add_argument("--top-p", type=float,
+                   help=f"sample only among the fewest words with mass >= P ({d.top_p}; "
+                   "1: no restriction)")
+    g.add_argument("--beams", type=int, dest="num_beams",
+                   help=f"beam search with this many beams ({d.num_beams})")
+    g.add_argument("--length-penalty", type=float,
+                   help=f"beam score / ((5 + len) / 6) ** this ({d.length_penalty})")
+    g.add_argument("--repetition-penalty", type=float,
+                   help=f"> 1 discourages words already used, prompt included ({d.repetition_penalty})")
+    g.add_argument("--no-repeat-ngram", type=int,
+                   help=f"never repeat an n-gram of this size, prompt included; 0: off ({d.no_repeat_ngram})")
+    g.add_argument("--allow-special", dest="ban_special", action="store_false", default=None,
+                   help="allow <unk>, <sos>, <eos> in the continuation (banned by default)")
+    g.add_argument("--seed", type=int, help=f"random seed for sampling ({d.seed})")
+
+
+DECODING_FLAGS = ("temperature", "top_k", "top_p", "num_beams", "length_penalty", "repetition_penalty",
+                  "no_repeat_ngram", "ban_special", "seed")
+
+
+def decoding_options(args):
+    """{option: value} of the decoding flags given; checked, a bad value is a UsageError."""
+    from .decoding import Decoding
+    options = {k: getattr(args, k) for k in DECODING_FLAGS if getattr(args, k, None) is not None}
+    try:
+        Decoding.of(**options)
+    except ValueError as err:
+        raise UsageError(str(err).replace("decoding: ", "--").replace("_", "-")) from err
+    return options
 
 
 def _check_flags(args):
@@ -49,12 +85,7 @@ def _check_flags(args):
         raise UsageError(f"--words must be >= 0, got {args.words}")
     if args.top < 0:
         raise UsageError(f"--top must be >= 0, got {args.top}")
-    if not args.temperature >= 0:  # also refuses nan
-        raise UsageError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    return decoding_options(args)
 
 
 def load_vocabulary(model, data_dir=None):
@@ -96,7 +127,7 @@ def top_words(model, ids, k):
 def run(args, out=None):
     from . import load
     out = out or sys.stdout
-    _check_flags(args)
+    options = _check_flags(args)
     words = " ".join(args.prompt).split()
     if not words:
         raise UsageError("the prompt is empty: give the words to continue, e.g. \"The cat is on the\"")
@@ -111,8 +142,7 @@ def run(args, out=None):
         for i, p in top_words(model, ids, args.top):
             print(f"  {p:.4f}  {vocab.words[i]}", file=out)
     if args.words:
-        cont = model.generate(ids[None, :], args.words, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, seed=args.seed)              # (1, K)
+        cont = model.generate(ids[None, :], args.words, **options)              # (1, K)
         print(f"{prompt} | {vocab.decode(cont[0])}", file=out)
     return 0
 

@@ -42,3 +42,42 @@ def choose_next(logits, temperature=0.0, top_k=None, top_p=None, rng=None):
         z = np.where(keep, z, -np.inf)
     gumbel = -np.log(-np.log(rng.uniform(np.finfo(np.float64).tiny, 1.0, size=z.shape)))
     return (z + gumbel).argmax(axis=1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- logits processors
+# Each takes z (R, V) float64 logits, one row per sequence being continued, and edits it in place.
+
+def penalize_repeats(z, seen, penalty):
+    """CTRL's repetition penalty (Keskar et al., 2019) on the words a row has already used.
+
+    seen (R, V) bool.  z -> z / penalty where z > 0, z * penalty where z <= 0 (penalty > 1 lowers both).
+    """
+    z[...] = np.where(seen, np.where(z > 0, z / penalty, z * penalty), z)
+
+
+def ban_repeated_ngrams(z, history, n):
+    """Forbid every word that would complete an n-gram already in the row's history (R, L).
+
+    The last n-1 words are compared with every (n-1)-word window of the history at once;
+    the word that followed each matching window is banned (n = 1 bans every word used).
+    """
+    R, L = history.shape
+    if L < n:
+        return
+    windows = np.lib.stride_tricks.sliding_window_view(history, n, axis=1)    # (R, L-n+1, n)
+    last = history[:, L - n + 1:]                                              # (R, n-1)
+    match = (windows[:, :, :n - 1] == last[:, None, :]).all(axis=2)            # (R, L-n+1)
+    rows, cols = np.nonzero(match)
+    z[rows, windows[rows, cols, n - 1]] = -np.inf
+
+
+def ban_words(z, ids):
+    """Forbid the words ids (e.g. <unk>, <sos>, <eos>) in every row."""
+    if len(ids):
+        z[:, np.asarray(ids, dtype=np.int64)] = -np.inf
+
+
+def keep_one_word(z, fallback):
+    """Rows where every word got banned take their fallback (R, V) row instead (never an all -inf row)."""
+    dead = ~np.isfinite(z).any(axis=1)
+    z[dead] = fallback[dead]

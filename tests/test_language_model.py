@@ -313,6 +313,10 @@ def _gen_model(seed):
     return model
 
 
+# decoding with nothing but the choice rule (no bans, no n-gram blocking), as the definitions below
+PLAIN = dict(no_repeat_ngram=0, ban_special=False, top_p=None)
+
+
 def _stepwise(model, inp, K, temperature=0.0, top_k=None, top_p=None, seed=None):
     """The definition: re-read the whole growing sequence with predict, choose from its scores."""
     rng = np.random.default_rng(seed)
@@ -327,7 +331,7 @@ def _stepwise(model, inp, K, temperature=0.0, top_k=None, top_p=None, seed=None)
 def test_greedy_generate_is_stepwise_argmax(B, T, K, rng):
     model = _gen_model(3)
     inp = rng.integers(0, V, (B, T))
-    out = model.generate(inp, K)
+    out = model.generate(inp, K, temperature=0.0, **PLAIN)
     assert out.shape == (B, K) and out.dtype.kind == "i"
     assert_array_equal(out, _stepwise(model, inp, K))
     # the check has teeth: the best next word depends on the prefix
@@ -339,26 +343,30 @@ def test_greedy_generate_is_stepwise_argmax(B, T, K, rng):
 def test_sampled_generate_follows_the_definition(temperature, top_k, top_p, rng):
     model = _gen_model(4)
     inp = rng.integers(0, V, (4, 3))
-    out = model.generate(inp, 8, temperature=temperature, top_k=top_k, top_p=top_p, seed=11)
-    again = model.generate(inp, 8, temperature=temperature, top_k=top_k, top_p=top_p, seed=11)
+    out = model.generate(inp, 8, temperature=temperature, top_k=top_k, top_p=top_p, seed=11,
+                         no_repeat_ngram=0, ban_special=False)
+    again = model.generate(inp, 8, temperature=temperature, top_k=top_k, top_p=top_p, seed=11,
+                           no_repeat_ngram=0, ban_special=False)
     assert_array_equal(out, again)
     assert_array_equal(out, _stepwise(model, inp, 8, temperature, top_k, top_p, seed=11))
     assert not np.array_equal(out, model.generate(inp, 8, temperature=temperature, top_k=top_k, top_p=top_p,
-                                                  seed=12))
+                                                  seed=12, no_repeat_ngram=0, ban_special=False))
 
 
 def test_generate_top_k_keeps_to_the_k_best(rng):
     model = _gen_model(5)
     inp = rng.integers(0, V, (6, 2))
-    out = model.generate(inp, 6, temperature=5.0, top_k=3, seed=0)   # hot: without top_k anything goes
+    out = model.generate(inp, 6, temperature=5.0, top_k=3, seed=0, **PLAIN)   # hot: anything goes but top_k
     seq = inp
     for t in range(out.shape[1]):
         best3 = np.argsort(-model.predict(seq), axis=1)[:, :3]
         assert all(out[r, t] in best3[r] for r in range(len(out)))
         seq = np.concatenate([seq, out[:, t:t + 1]], axis=1)
-    assert (out != model.generate(inp, 6)).any()                     # it did sample, not argmax
-    assert_array_equal(model.generate(inp, 6, temperature=5.0, top_k=1, seed=0), model.generate(inp, 6))
-    assert_array_equal(model.generate(inp, 6, temperature=5.0, top_p=1e-9, seed=0), model.generate(inp, 6))
+    greedy = model.generate(inp, 6, temperature=0.0, **PLAIN)
+    assert (out != greedy).any()                                     # it did sample, not argmax
+    assert_array_equal(model.generate(inp, 6, temperature=5.0, top_k=1, seed=0, **PLAIN), greedy)
+    assert_array_equal(model.generate(inp, 6, temperature=5.0, seed=0, no_repeat_ngram=0, ban_special=False,
+                                      top_p=1e-9), greedy)
 
 
 @pytest.mark.parametrize("K", [0, -1, 2.0, None])
@@ -478,7 +486,8 @@ def test_predict_command_sampling_is_seeded(tmp_path, capsys):
     assert runs[0][0] == 0 and runs[0][1] == runs[1][1]
     assert len(runs[0][1].splitlines()) == 1 and runs[0][1].startswith("w1 w2 | ")
     code, out, _ = _run_predict(argv + ["--top-k", 1], capsys)
-    greedy = _run_predict(["--checkpoint", path, "w1 w2", "--words", 12, "--top", 0], capsys)[1]
+    greedy = _run_predict(["--checkpoint", path, "w1 w2", "--words", 12, "--top", 0, "--temperature", 0],
+                          capsys)[1]
     assert code == 0 and out == greedy
 
 

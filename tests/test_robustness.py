@@ -293,8 +293,8 @@ def test_generate_timesteps_must_be_reasonable(model, steps):
 
 
 def test_generate_at_the_limit_is_allowed(model, monkeypatch):
-    import models.language_model as lm
-    monkeypatch.setattr(lm, "MAX_GENERATE_STEPS", 3)
+    import models.decoding
+    monkeypatch.setattr(models.decoding, "MAX_GENERATE_STEPS", 3)
     assert model.generate(np.array([[1, 2]]), 3).shape == (1, 3)
     with pytest.raises(ValueError):
         model.generate(np.array([[1, 2]]), 4)
