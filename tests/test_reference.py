@@ -47,3 +47,25 @@ def test_reference_model_file_carries_its_vocabulary(reference):
     assert list(model.vocab[-2:]) == ["<sos>", "<eos>"]
     assert model.config == card["config"]
     assert not model.training                                           # loaded ready for inference
+
+
+def _continuations(path, vocab):
+    """(N, K) ids of the outputs in a course-format generation file."""
+    from dataset.corpus import Vocabulary
+    voc = Vocabulary(vocab)
+    return np.stack([voc.encode(line.rsplit(" | ", 1)[1]) for line in path.read_text().splitlines()])
+
+
+def test_committed_continuations_read_as_text(reference, hw4p1_dir):
+    """The generated text beside the model (default decoding) meets the generation targets."""
+    from fixtures.text_metrics import distinct, repeating_rows, share
+    model, _ = reference
+    fx = load_fixtures(hw4p1_dir, model.vocab_size)
+    unk = int(np.flatnonzero(model.vocab == "<unk>")[0])
+    committed = _continuations(REF / "reference-generated-texts-test.txt", model.vocab)
+    fresh = model.generate(fx["generation_test"], 10)          # the default decoding, as export writes it
+    for out in (committed, fresh):
+        assert out.shape == (fx["generation_test"].shape[0], 10)
+        assert repeating_rows(out, 4) == 0
+        assert distinct(out, 2) >= 0.6
+        assert share(out, unk) <= 0.10
