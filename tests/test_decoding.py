@@ -9,6 +9,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fixtures.text_metrics import distinct, repeating_rows, share
+from mytorch import backend
 from models import LanguageModel
 from models.decoding import Decoding
 from models.sampling import ban_repeated_ngrams, ban_words, penalize_repeats
@@ -21,7 +22,7 @@ def _model(seed=0, scale=2.0):
     m = LanguageModel(V, emsize=4, nhid=5, nlayers=2, seed=seed, dtype=np.float64)
     rng = np.random.default_rng(seed + 50)
     for _, p, _ in m.named_parameters():
-        p[...] = rng.uniform(-scale, scale, p.shape)
+        p[...] = backend.to_device(rng.uniform(-scale, scale, p.shape), p.dtype)
     return m.eval()
 
 
