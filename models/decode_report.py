@@ -145,15 +145,8 @@ def run(args):
 
 
 def main(argv=None):
-    from dataset.corpus import DataError
-    from .checkpoint import CheckpointError
-    from .predict import UsageError
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, CheckpointError, DataError) as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        return 2
+    from .predict import run_command
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -147,15 +147,19 @@ def run(args, out=None):
     return 0
 
 
-def main(argv=None):
+def run_command(run, args):
+    """run(args) -> its exit code; a user's mistake (bad flag, file or data) prints one line, exit 2."""
     from dataset.corpus import DataError
     from .checkpoint import CheckpointError
-    args = parse_args(argv)
     try:
         return run(args)
     except (UsageError, CheckpointError, DataError) as err:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)   # one line
         return 2
+
+
+def main(argv=None):
+    return run_command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Run:
         self.sos, self.eos = V - 2, V - 1
         self.model = LanguageModel(V, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
                                    cfg["dropout"], cfg["dropouth"], seed=cfg["seed"])
+        self.model.vocab = data.vocab               # so generated samples leave out <unk> too
         self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
                                           shuffle=True, drop_last=True, seed=cfg["seed"])
         self.batches_per_epoch = len(self.loader)
