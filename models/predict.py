@@ -13,7 +13,7 @@ the command says which. It prints
     next words after: The cat is on the
       0.1234  first
       ...                                (--top lines, probabilities = softmax of model.predict)
-    The cat is on the | w1 w2 ... wK     (model.generate: greedy at --temperature 0)
+    The cat is on the | w1 w2 ... wK     (model.generate: the recommended decoding unless flags say otherwise)
 
 Errors (missing or damaged model file, no vocabulary, empty prompt, bad flags) print
 one line `error: ...` on stderr and return exit code 2.
