@@ -22,6 +22,7 @@ strategy's own on the held-out prompts. Shapes: N rows, L prompt words (<sos> fi
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def parse_args(argv=None):
 def run(args):
     from dataset.corpus import DataError, Vocabulary, load_hw4p1, _np_load
     from . import load
-    from .ngram import load_or_build
+    from .ngram import load_or_build, training_stream
     from .predict import UsageError
     if args.words < 1:
         raise UsageError(f"--words must be >= 1, got {args.words}")
@@ -130,8 +131,11 @@ def run(args):
         raise DataError(f"{args.fixtures}: expected (N, L) word ids in [0, {len(vocab)}), "
                         f"got {prompts.dtype} {prompts.shape}")
     log = lambda msg: print(msg, file=sys.stderr)                        # noqa: E731
-    oracle = load_or_build(args.oracle or Path(args.data) / "kn4-oracle.npz", data.train, len(vocab),
-                           vocab.sos_id, vocab.eos_id, log=log)
+    path, start = args.oracle or Path(args.data) / "kn4-oracle.npz", time.perf_counter()
+    oracle = load_or_build(path, data.train, len(vocab), vocab.sos_id, vocab.eos_id, log=log)
+    valid = training_stream(data.valid, vocab.sos_id, vocab.eos_id)
+    ppl = oracle.perplexity(valid[None, :oracle.order - 1], valid[None, oracle.order - 1:])
+    log(f"oracle {path}: ready in {time.perf_counter() - start:.2f} s; validation-split perplexity {ppl:.1f}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     results = report(model, vocab, oracle, prompts.astype(np.int64), data.valid, args.words,

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from mytorch import backend
+from mytorch.nn.softmax import log_softmax
 
-from .sampling import ban_repeated_ngrams, ban_words, choose_next, keep_one_word, penalize_repeats
+from .sampling import ban_repeated_ngrams, ban_words, choose_next, penalize_repeats
 
 MAX_GENERATE_STEPS = 10_000  # refuse more: a typo (1e6 for 1e2) would run for hours
 
@@ -101,54 +102,40 @@ def generate(model, inp, steps, special_ids=(), eos_id=None, **options):
     if not _integer(steps) or not 1 <= steps <= MAX_GENERATE_STEPS:
         raise ValueError(f"generate: timesteps must be an integer in [1, {MAX_GENERATE_STEPS}], "
                          f"got {steps!r}")
-    inp = np.asarray(backend.to_numpy(inp))
+    inp = backend.to_numpy(inp)
     banned = list(special_ids) if opts.ban_special else []
     if opts.num_beams > 1:
         return _beam_search(model, inp, steps, opts, banned, eos_id)
     rng = np.random.default_rng(opts.seed)
     logits, state = model.decode_start(inp)
-    history, seen = _start_history(inp, model.vocab_size)
+    history = inp.astype(np.int64)                                   # (B, L + t): prompt and words so far
     for _ in range(steps):
-        z = _process(logits, history, seen, opts, banned)
+        z = _process(logits, history, opts, banned)
         nxt = choose_next(z, opts.temperature, opts.top_k, opts.top_p, rng)      # (B,)
-        history, seen = _extend(history, seen, np.arange(len(nxt)), nxt)
+        history = np.concatenate([history, nxt[:, None]], axis=1)
         logits, state = model.decode_step(nxt, state)
     return history[:, inp.shape[1]:]
 
 
-def _start_history(inp, V):
-    """history (B, L) int64 = the prompt; seen (B, V) bool = which words each row holds."""
-    history = inp.astype(np.int64)
-    seen = np.zeros((len(inp), V), dtype=bool)
-    seen[np.arange(len(inp))[:, None], history] = True
-    return history, seen
+def _process(logits, history, opts, banned):
+    """The model's logits (R, V) on the host in float64, with the penalties and bans applied.
 
-
-def _extend(history, seen, rows, words):
-    """Keep rows (R,) of the history, each followed by its new word (R,)."""
-    seen = seen[rows]
-    seen[np.arange(len(rows)), words] = True
-    return np.concatenate([history[rows], words[:, None]], axis=1), seen
-
-
-def _process(logits, history, seen, opts, banned):
-    """The model's logits (R, V) on the host in float64, with the penalties and bans applied."""
-    z = backend.to_numpy(logits).astype(np.float64)
+    A row left with every word banned (possible only in a tiny vocabulary) drops the n-gram
+    block, then the special-word ban, rather than become all -inf.
+    """
+    raw = backend.to_numpy(logits).astype(np.float64)
+    z = raw.copy()
     if opts.repetition_penalty != 1:
-        penalize_repeats(z, seen, opts.repetition_penalty)
-    fallback = z.copy()
-    ban_words(fallback, banned)
+        penalize_repeats(z, history, opts.repetition_penalty)
     if opts.no_repeat_ngram:
         ban_repeated_ngrams(z, history, opts.no_repeat_ngram)
     ban_words(z, banned)
-    keep_one_word(z, fallback)            # a row with every word banned keeps only the special-word ban
-    keep_one_word(z, backend.to_numpy(logits).astype(np.float64))    # ... or none (a tiny vocabulary)
+    dead = ~np.isfinite(z).any(axis=1)
+    if dead.any():
+        fallback = raw[dead]
+        ban_words(fallback, banned)
+        z[dead] = np.where(np.isfinite(fallback).any(axis=1, keepdims=True), fallback, raw[dead])
     return z
-
-
-def _log_softmax(z):
-    m = z.max(axis=1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
 
 def _beam_search(model, inp, steps, opts, banned, eos_id):
@@ -164,7 +151,7 @@ def _beam_search(model, inp, steps, opts, banned, eos_id):
     rows = np.repeat(np.arange(B), K)                                 # (B*K,) every row K times
     logits = backend.to_numpy(logits)[rows]
     state = model.select_state(state, rows)
-    history, seen = _start_history(inp[rows], V)
+    history = inp[rows].astype(np.int64)                              # (B*K, L + t)
     score = np.tile(np.r_[0.0, np.full(K - 1, -np.inf)], B)           # (B*K,) log P; beam 0 live at first
     pool = np.full((B, 0), -np.inf), np.zeros((B, 0, steps), dtype=np.int64)   # finished: scores, words
 
@@ -172,7 +159,7 @@ def _beam_search(model, inp, steps, opts, banned, eos_id):
         return log_p / ((5.0 + n) / 6.0) ** opts.length_penalty
 
     for t in range(steps):
-        total = score[:, None] + _log_softmax(_process(logits, history, seen, opts, banned))   # (B*K, V)
+        total = score[:, None] + log_softmax(_process(logits, history, opts, banned))   # (B*K, V)
         if eos_id is not None:
             words = np.concatenate([history[:, L:], np.full((B * K, steps - t), eos_id)], axis=1)
             ended = penalised(total[:, eos_id], t + 1).reshape(B, K)
@@ -183,7 +170,7 @@ def _beam_search(model, inp, steps, opts, banned, eos_id):
         src = (np.arange(B)[:, None] * K + best // V).ravel()          # (B*K,) the beam each came from
         words = (best % V).ravel()
         score = ranked[np.arange(B)[:, None], best].ravel()
-        history, seen = _extend(history, seen, src, words)
+        history = np.concatenate([history[src], words[:, None]], axis=1)
         state = model.select_state(state, src)
         logits, state = model.decode_step(words, state)
     live = history[:, L:].reshape(B, K, steps)

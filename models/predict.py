@@ -65,18 +65,23 @@ def add_decoding_arguments(p):
     g.add_argument("--seed", type=int, help=f"random seed for sampling ({d.seed})")
 
 
-DECODING_FLAGS = ("temperature", "top_k", "top_p", "num_beams", "length_penalty", "repetition_penalty",
-                  "no_repeat_ngram", "ban_special", "seed")
+# Decoding option -> its flag (ban_special is a switch, --allow-special, that cannot be wrong)
+DECODING_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+                  "num_beams": "--beams", "length_penalty": "--length-penalty",
+                  "repetition_penalty": "--repetition-penalty", "no_repeat_ngram": "--no-repeat-ngram",
+                  "ban_special": "--allow-special", "seed": "--seed"}
 
 
 def decoding_options(args):
-    """{option: value} of the decoding flags given; checked, a bad value is a UsageError."""
+    """{option: value} of the decoding flags given; a bad value is a UsageError naming its flag."""
     from .decoding import Decoding
     options = {k: getattr(args, k) for k in DECODING_FLAGS if getattr(args, k, None) is not None}
     try:
         Decoding.of(**options)
     except ValueError as err:
-        raise UsageError(str(err).replace("decoding: ", "--").replace("_", "-")) from err
+        message = str(err).replace("decoding: ", "")
+        name = message.split()[0]
+        raise UsageError(message.replace(name, DECODING_FLAGS.get(name, name), 1)) from err
     return options
 
 

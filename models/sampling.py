@@ -47,11 +47,14 @@ def choose_next(logits, temperature=0.0, top_k=None, top_p=None, rng=None):
 # ----------------------------------------------------------------------------- logits processors
 # Each takes z (R, V) float64 logits, one row per sequence being continued, and edits it in place.
 
-def penalize_repeats(z, seen, penalty):
-    """CTRL's repetition penalty (Keskar et al., 2019) on the words a row has already used.
+def penalize_repeats(z, history, penalty):
+    """CTRL's repetition penalty (Keskar et al., 2019) on the words of each row's history (R, L).
 
-    seen (R, V) bool.  z -> z / penalty where z > 0, z * penalty where z <= 0 (penalty > 1 lowers both).
+    z -> z / penalty where z > 0, z * penalty where z <= 0 (penalty > 1 lowers both), once per word.
     """
+    rows = np.arange(len(z))[:, None]
+    seen = np.zeros(z.shape, dtype=bool)
+    seen[rows, history] = True
     z[...] = np.where(seen, np.where(z > 0, z / penalty, z * penalty), z)
 
 
@@ -75,9 +78,3 @@ def ban_words(z, ids):
     """Forbid the words ids (e.g. <unk>, <sos>, <eos>) in every row."""
     if len(ids):
         z[:, np.asarray(ids, dtype=np.int64)] = -np.inf
-
-
-def keep_one_word(z, fallback):
-    """Rows where every word got banned take their fallback (R, V) row instead (never an all -inf row)."""
-    dead = ~np.isfinite(z).any(axis=1)
-    z[dead] = fallback[dead]

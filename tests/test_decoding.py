@@ -45,7 +45,7 @@ def test_ban_repeated_ngrams_by_hand():
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
     z = np.array([[2.0, -2.0, 2.0, -2.0]])
-    penalize_repeats(z, np.array([[True, True, False, False]]), 2.0)
+    penalize_repeats(z, np.array([[1, 0, 1, 1]]), 2.0)          # words 0 and 1 used (1 three times: once)
     assert z.tolist() == [[1.0, -4.0, 2.0, -2.0]]
 
 
@@ -102,10 +102,14 @@ def test_no_repeat_ngram_holds_over_prompt_and_continuation(n, rng):
             assert len({tuple(g) for g in row}) == len(row)
 
 
-def test_a_row_with_every_word_banned_still_continues():
+def test_a_row_with_every_word_banned_drops_the_ngram_block_but_keeps_the_special_ban():
     model = _model(3)
-    out = model.generate(np.array([[0, 1, 2, 3, 4]]), 4, no_repeat_ngram=1, temperature=0.0)   # all 5 used
-    assert out.shape == (1, 4) and not np.isin(out, [5, 6]).any()
+    inp = np.array([[0, 1, 2, 3, 4]])                          # every ordinary word used: all banned
+    model.decoder.params["b"][[V - 2, V - 1]] = 50.0           # and the model wants <sos> / <eos>
+    out = model.generate(inp, 1, no_repeat_ngram=1, temperature=0.0)
+    assert out[0, 0] == model.predict(inp)[0, :V - 2].argmax()
+    sampled = model.generate(inp, 3, no_repeat_ngram=1, seed=0)                  # sampling too: no nan row
+    assert not np.isin(sampled, [V - 2, V - 1]).any()
 
 
 def test_sampling_is_seeded(rng):

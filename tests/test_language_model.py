@@ -517,3 +517,12 @@ def test_predict_command_errors_are_one_line(case, tmp_path, capsys):
     assert code == 2
     assert out == ""
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--top-p", 0), ("--top-k", 0), ("--beams", 0),
+                                         ("--temperature", -1), ("--no-repeat-ngram", -1),
+                                         ("--repetition-penalty", 0), ("--length-penalty", "inf")])
+def test_predict_command_names_the_bad_decoding_flag(flag, value, tmp_path, capsys):
+    code, out, err = _run_predict(["--checkpoint", _saved(tmp_path), "w1", flag, value], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {flag} must be ") and len(err.strip().splitlines()) == 1
