@@ -20,10 +20,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from mytorch import backend
+from mytorch import backend, fast
 from mytorch.nn import Embedding, Linear, LinearCrossEntropyLoss, LSTMCell, Module
 from mytorch.nn.dropout import LockedDropout
-from mytorch.parallel import blas_threads_for
 
 from . import decoding
 from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users found it)
@@ -58,7 +57,8 @@ class LanguageModel(Module):
         self.vocab_size = vocab_size
         self.embedding = Embedding(vocab_size, emsize, dtype=dtype, rng=rng, init_range=0.1)
         sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tied else nhid]
-        self.cells = [LSTMCell(sizes[k], sizes[k + 1], dtype=dtype, rng=rng) for k in range(nlayers)]
+        Cell = fast.choose(LSTMCell)                    # the plain cell, or its GPU-kernel twin
+        self.cells = [Cell(sizes[k], sizes[k + 1], dtype=dtype, rng=rng) for k in range(nlayers)]
         self.decoder = Linear(sizes[-1], vocab_size, dtype=dtype, rng=rng)
         self.decoder.params["W"][...] = backend.to_device(rng.uniform(-0.1, 0.1, (vocab_size, sizes[-1])))
         self.decoder.params["b"].fill(0)
@@ -74,6 +74,7 @@ class LanguageModel(Module):
         self._head = None                               # the fused loss of the last forward_loss
         self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
         self.vocab = None                               # (V,) str when loaded from a file that has one
+        self.timer = None                               # lap(phase) callback: the benchmark's phase timer
 
     # -- forward / backward ------------------------------------------------
     def encode(self, ids, state=None, cache=True):
@@ -82,6 +83,7 @@ class LanguageModel(Module):
         ids = backend.xp().asarray(ids)
         state = self._check_state(state, ids.shape[0])
         X = self.embedding.forward(ids) if cache else self.embedding.params["W"][ids]  # (B, T, D)
+        self.lap("embedding")
         return self.run_cells(X, state, cache)
 
     def run_cells(self, X, state=None, cache=True):
@@ -97,7 +99,7 @@ class LanguageModel(Module):
             XG = cell.input_gates(X, cache)             # (B, T, 4H) for all steps at once
             h, c = state[k] if state is not None else (None, None)
             Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
-            with blas_threads_for(B * cell.hidden_size * XG.shape[-1]):  # (B, H) x (H, 4H) per step
+            with fast.recurrence_threads(B * cell.hidden_size * XG.shape[-1]):  # (B, H) x (H, 4H) a step
                 for t in range(T):
                     h, c = cell.step(XG[:, t], None if h is None else (h, c), cache)
                     Hs[:, t] = h
@@ -144,10 +146,14 @@ class LanguageModel(Module):
             raise ValueError(f"LanguageModel.forward_loss: targets of shape {tuple(targets.shape)} "
                              f"do not match ids of shape {tuple(ids.shape)}")
         X, new_state = self.encode(ids, state, cache=True)
+        self.lap("lstm_forward")
         B, T, H = X.shape
-        self._head = LinearCrossEntropyLoss(self.decoder)
+        self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
         targets = backend.get_array_module(X).asarray(targets).reshape(-1)
-        loss = self._head.forward(X.reshape(B * T, H), targets, out=self._logits_buffer(X).reshape(B * T, -1))
+        Z = self._head.project(X.reshape(B * T, H), out=self._logits_buffer(X).reshape(B * T, -1))
+        self.lap("projection")
+        loss = self._head.softmax_loss(Z, targets)      # the rest of LinearCrossEntropyLoss.forward
+        self.lap("softmax_loss")
         return loss, new_state
 
     def backward_loss(self, dLdloss=1.0):
@@ -157,7 +163,20 @@ class LanguageModel(Module):
         B, T = self._hidden[0][1].shape[:2]
         dX = self._head.backward(dLdloss)               # (B*T, H_last)
         self._head = None
-        self.embedding.backward(self.cells_backward(dX.reshape(B, T, -1)))
+        self.lap("projection")
+        dX = self.cells_backward(dX.reshape(B, T, -1))  # (B, T, D)
+        self.lap("lstm_backward")
+        self.embedding.backward(dX)
+        self.lap("embedding")
+
+    def lap(self, phase):
+        """Tell the timer, if one is set, that `phase` has just ended (a no-op otherwise).
+
+        The phases of a training step (models.step.train_step): zero_grad, embedding, lstm_forward,
+        projection, softmax_loss, projection, lstm_backward, embedding, optimizer.
+        """
+        if self.timer is not None:
+            self.timer(phase)
 
     def _logits_buffer(self, X):
         """The (B, T, V) logits buffer for X (B, T, H), allocated once per shape."""
@@ -174,7 +193,7 @@ class LanguageModel(Module):
             B, T, _ = dX.shape
             dG = backend.get_array_module(dX).empty((B, T, 4 * cell.hidden_size), dtype=dX.dtype)
             dh, dc = dX[:, T - 1], None
-            with blas_threads_for(B * cell.hidden_size * dG.shape[-1]):
+            with fast.recurrence_threads(B * cell.hidden_size * dG.shape[-1]):
                 for t in reversed(range(T)):
                     dG[:, t], dh_prev, dc = cell.step_backward(dh, dc, weight_grad=False)
                     if t > 0:

@@ -13,7 +13,7 @@ OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads it, so it is set h
 """
 import os
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # read back: parallel.openblas_thread_timeout()
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # read back: fast.parallel.openblas_thread_timeout()
 
 from . import backend, nn, optim  # noqa: F401, E402
 from .backend import set_backend, get_backend, get_array_module, to_numpy, to_device  # noqa: F401, E402

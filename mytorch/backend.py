@@ -76,7 +76,7 @@ def get_array_module(*arrays):
 
 
 def cupy_module():
-    """The cupy module itself (for mytorch.kernels); BackendError where it is not usable."""
+    """The cupy module itself (for mytorch.fast.kernels); BackendError where it is not usable."""
     usable, reason = cupy_status()
     if not usable:
         raise BackendError(reason)

@@ -14,12 +14,13 @@ Updates are in place and big tensors are split in row blocks run on a small
 thread pool: NumPy releases the GIL inside ufuncs, so the memory-bound update
 of a (33280, D) matrix uses every core instead of one. Each thread walks its
 rows in cache-sized blocks, so Adam's dozen ufuncs read p, g, m, v from
-memory about once instead of once per ufunc (mytorch.parallel).
+memory about once instead of once per ufunc (mytorch.fast.parallel).
 """
 import math
 
-from . import backend, kernels
-from .parallel import CACHE_BLOCK, parallel_rows
+from . import backend
+from .fast import kernels
+from .fast.parallel import CACHE_BLOCK, parallel_rows
 
 
 def unique_parameters(parameters):

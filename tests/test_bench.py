@@ -1,4 +1,4 @@
-"""bench.train_step: the JSON contract, the phased step against the model, the FLOP count, presets.
+"""bench: the JSON contract, the phases from the model's own timer, the FLOP count, presets.
 
 Tiny shapes only (V = 500, D = H = 8): these check the script, not the machine's speed.
 PyTorch is optional: its case is skipped where ``import torch`` fails.
@@ -18,14 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:      # bench/ and train.py sit in the repository root, not in the package
     sys.path.insert(0, str(ROOT))
 
+from bench import timing  # noqa: E402
 from bench import train_step as bench  # noqa: E402
+from bench.report import PHASES  # noqa: E402
 from models import LanguageModel  # noqa: E402
 from mytorch import backend  # noqa: E402
 
 TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch", "4", "--bptt", "3",
         "--emsize", "8", "--nhid", "8", "--gemm-reps", "2"]
 KEYS = {"tokens_per_s", "torch_tokens_per_s", "ratio", "gemm_gflops", "floor_tokens_per_s",
-        "gemm_floor_fraction", "phases", "config", "backend", "peak_rss_mb"}
+        "gemm_floor_fraction", "phases", "config", "backend", "peak_rss_mb", "plain_tokens_per_s",
+        "fast_speedup", "fast", "processor"}
 
 
 def _run(capsys, argv):
@@ -39,20 +42,23 @@ def _run(capsys, argv):
 def test_main_prints_table_then_json_last(capsys):
     env_before = os.environ.get("MYTORCH_THREADS")
     t0 = time.perf_counter()
-    result, table = _run(capsys, TINY + ["--no-torch", "--check"])
+    result, table = _run(capsys, TINY + ["--no-torch"])
     assert time.perf_counter() - t0 < 60                                 # a smoke run, not a timing
     assert KEYS <= result.keys()
     assert result["tokens_per_s"] > 0 and result["gemm_gflops"] > 0 and result["floor_tokens_per_s"] > 0
     fraction = result["tokens_per_s"] / result["floor_tokens_per_s"]  # JSON: 4 places
     assert result["gemm_floor_fraction"] == pytest.approx(fraction, rel=1e-2, abs=1e-4)
-    assert set(result["phases"]) == {key for key, _ in bench.PHASES}
+    assert set(result["phases"]) == {key for key, _ in PHASES}
     assert all(ms >= 0 for ms in result["phases"].values()) and sum(result["phases"].values()) > 0
     assert result["torch_tokens_per_s"] is None and result["ratio"] is None and result["torch"] is None
     assert result["backend"] == "numpy"
+    assert result["plain_tokens_per_s"] > 0 and result["processor"]
+    assert set(result["fast"]) == {"loss", "lstm", "threads"}
     assert result["config"]["vocab"] == 500 and result["config"]["tokens_per_step"] == 12
     assert result["peak_rss_mb"] is None or result["peak_rss_mb"] > 0
     for label in ("LSTM forward", "LSTM backward", "projection", "softmax + loss", "optimizer",
-                  "sum of phases", "full step", "GFLOP/s", "not timed (--no-torch)"):
+                  "sum of phases", "full step", "GFLOP/s", "not timed (--no-torch)", "mytorch, plain",
+                  "processor "):
         assert label in table
     assert os.environ.get("MYTORCH_THREADS") == env_before          # the thread setting is restored
     assert backend.get_backend() == "numpy"
@@ -61,31 +67,37 @@ def test_main_prints_table_then_json_last(capsys):
 @pytest.mark.parametrize("cfg", [
     dict(emsize=8, nhid=8, nlayers=2, tied=False, B=4, T=3),
     dict(emsize=6, nhid=10, nlayers=3, tied=True, B=3, T=4),        # tied: last layer is emsize wide
-    dict(emsize=5, nhid=7, nlayers=1, tied=False, B=1, T=1),        # batch of 1, T = 1
 ])
-def test_phased_step_reproduces_model_gradients(cfg):
+def test_the_models_timer_sees_every_phase_in_order(cfg):
+    """The phases come from the model's own step: every phase is marked, in the step's order."""
+    from models.step import train_step
     model = LanguageModel(40, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"], dropout=0.2, seed=3)
-    opt = bench.optim.Adam(model.parameters())
+    opt = timing.optim.Adam(model.parameters())
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 5, (cfg["B"], cfg["T"]))                     # few ids: repeats in the embedding grad
-    y = rng.integers(0, 40, (cfg["B"], cfg["T"]))
-    bench.check_phased_step(model, opt, x, y)
-    assert [d.p for d in model.drops][0] == 0.2                      # dropout restored after the check
+    x, y = rng.integers(0, 5, (cfg["B"], cfg["T"])), rng.integers(0, 40, (cfg["B"], cfg["T"]))
+    marks = []
+    model.timer = marks.append
+    train_step(model, opt, x, y)
+    assert marks == ["zero_grad", "embedding", "lstm_forward", "projection", "softmax_loss", "projection",
+                     "lstm_backward", "embedding", "optimizer"]
+    assert {key for key, _ in PHASES} == set(marks)
+    model.timer = None
+    model.predict(x)                                                # inference: no timer, no marks
+    assert len(marks) == 9
 
 
-def test_phased_step_check_can_fail(monkeypatch):
-    model = LanguageModel(40, 8, 8, 2, seed=3)
-    opt = bench.optim.Adam(model.parameters())
-    rng = np.random.default_rng(1)
-    x, y = rng.integers(0, 40, (2, 3)), rng.integers(0, 40, (2, 3))
-    original = LanguageModel.backward_loss
-
-    def skewed(self, dLdloss=1.0):  # the model's own path changes; the bench's piecewise calls do not
-        original(self, dLdloss)
-        self.cells[0].grads["W_hh"] += 1e-3
-    monkeypatch.setattr(LanguageModel, "backward_loss", skewed)
-    with pytest.raises(AssertionError, match="W_hh"):
-        bench.check_phased_step(model, opt, x, y)
+def test_timed_steps_charge_every_phase_and_leave_no_timer():
+    cfg, _ = bench.resolve_config(bench.parse_args(TINY))
+    batches = timing.random_batches(cfg, 2)
+    model, opt = timing.build_mytorch(cfg)
+    laps = lambda: timing.Laps(lambda: None)                        # noqa: E731  (no device to sync)
+    step_ms, phases, loss = timing.time_steps(model, opt, cfg, batches, laps=laps)
+    assert len(step_ms) == cfg["steps"] and np.isfinite(loss)
+    assert set(phases) == {key for key, _ in PHASES}
+    assert all(len(v) == cfg["steps"] and min(v) > 0 for v in phases.values())
+    for k in range(cfg["steps"]):                                  # the phases add up to (about) the step
+        assert sum(v[k] for v in phases.values()) <= step_ms[k] * 1.05 + 0.5
+    assert model.timer is None
 
 
 def test_flops_and_floor_of_the_reference_model():
@@ -143,6 +155,6 @@ def test_cupy_backend(capsys):
     usable, reason = backend.cupy_status()
     if not usable:
         pytest.skip(reason)
-    result, _ = _run(capsys, TINY + ["--backend", "cupy", "--no-torch", "--check"])
+    result, _ = _run(capsys, TINY + ["--backend", "cupy", "--no-torch"])
     assert result["backend"] == "cupy" and result["tokens_per_s"] > 0 and result["gpu_pool_mb"] is not None
     assert backend.get_backend() == "numpy"

@@ -15,7 +15,6 @@ Shapes: N rows, C classes, I input features.
 import numpy as np
 
 from .. import backend
-from ..parallel import CACHE_BLOCK, parallel_rows
 from .module import check_last_dim
 
 
@@ -41,15 +40,10 @@ class CrossEntropyLoss:
         rows = xp.arange(N)
         target = Z[rows, y]                             # (N,) read before Z is overwritten
         E = Z if self.inplace else xp.empty_like(Z)
-        m = xp.empty((N, 1), dtype=Z.dtype)
-        s = xp.empty(N, dtype=np.float64)
-
-        def block(Z, E, m, s):                          # rows are independent: run in row blocks
-            Z.max(axis=1, keepdims=True, out=m)         # (n, 1)
-            xp.subtract(Z, m, out=E)
-            xp.exp(E, out=E)                            # exp(Z - m), all <= 1: no overflow
-            s[...] = E.sum(axis=1)
-        parallel_rows(block, Z, E, m, s)
+        m = Z.max(axis=1, keepdims=True)                # (N, 1)
+        xp.subtract(Z, m, out=E)
+        xp.exp(E, out=E)                                # exp(Z - m), all <= 1: no overflow
+        s = E.sum(axis=1, dtype=np.float64)             # (N,)
         self.E, self.s, self.y, self.rows = E, s, y, rows
         # L = mean(log s + m - Z_y)
         return float(xp.mean(xp.log(s) + m[:, 0] - target))
@@ -59,12 +53,8 @@ class CrossEntropyLoss:
         if self.E is None:
             raise RuntimeError("CrossEntropyLoss.backward needs a forward first (and runs once per forward)")
         N = self.E.shape[0]
-        scale = ((dLdloss / N) / self.s).astype(self.E.dtype)[:, None]  # (N, 1): softmax = E / s
-
-        def block(E, scale):
-            E *= scale
-        parallel_rows(block, self.E, scale)
         dZ = self.E
+        dZ *= ((dLdloss / N) / self.s).astype(dZ.dtype)[:, None]   # (N, 1): softmax = E / s
         dZ[self.rows, self.y] -= dLdloss / N
         self.E = None                                   # the buffer now belongs to the caller
         return dZ
@@ -128,20 +118,22 @@ class LinearCrossEntropyLoss:
         b = self.linear.params["b"]
         CrossEntropyLoss._check(Z, y)
         xp = backend.get_array_module(Z)
-        N = Z.shape[0]
-        target = Z[xp.arange(N), y] + b[y]              # (N,) read before Z is overwritten
-        m = xp.empty((N, 1), dtype=Z.dtype)
-        s = xp.empty(N, dtype=Z.dtype)
-
-        def block(Z, m, s):                             # a few rows at a time, all in cache
-            Z += b
-            Z.max(axis=1, keepdims=True, out=m)         # (n, 1)
-            Z -= m
-            xp.exp(Z, out=Z)                            # E = exp(Z + b - m) <= 1: no overflow
-            Z.sum(axis=1, out=s)
-        parallel_rows(block, Z, m, s, block_elements=CACHE_BLOCK)
+        target = Z[xp.arange(Z.shape[0]), y] + b[y]     # (N,) read before Z is overwritten
+        m, s = self.exp_rows(Z)
         self.y, self.E, self.s = y, Z, s
         return float(xp.mean(xp.log(s) + m[:, 0] - target))
+
+    def exp_rows(self, Z):
+        """In place Z -> E = exp(Z + b - m), m the row max of Z + b.  Z (N, C) -> m (N, 1), s (N,) = sum E.
+
+        Every exp argument is <= 0: no overflow. (mytorch.fast.loss does this pass on all cores.)
+        """
+        xp = backend.get_array_module(Z)
+        Z += self.linear.params["b"]
+        m = Z.max(axis=1, keepdims=True)
+        Z -= m
+        xp.exp(Z, out=Z)
+        return m, Z.sum(axis=1)
 
     def backward(self, dLdloss=1.0):
         """-> dX (N, I). dX = r * (E W) - c W[y];  dW += E^T (r * X) - c onehot(y)^T X;

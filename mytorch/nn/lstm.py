@@ -9,20 +9,22 @@ Shapes: B batch, I input size, H hidden size, G = 4H stacked gate rows.
     c' = f * c + i * g
     h' = o * tanh(c')
 
-A step is split in two so a sequence can do the input side for all T steps in
-one matrix product and keep only the recurrent product inside the time loop:
+A step is split in two so a sequence can do the input side for all T steps in one matrix
+product and keep only the recurrent product inside the time loop:
 
     xg = input_gates(x)        x W_ih^T + b_ih + b_hh       (no recurrence: any leading shape)
     h', c' = step(xg, (h, c))  xg + h W_hh^T, then the gates
 
-``forward(x, (h, c))`` is the two together. Every call pushes its cache on a
-stack and every backward pops one, so a cell stepped T times can be
-backpropagated through those T steps in reverse, then reused for the next
-sequence with nothing left over.
+``forward(x, (h, c))`` is the two together. Inside ``step``, ``cell_update`` is the pointwise
+math after the product (the gates, c', h') and ``cell_update_backward`` its gradient; the fast
+tier's twin (mytorch.fast.lstm) replaces just these two with one GPU kernel each. Every call
+pushes its cache on a stack and every backward pops one, so a cell stepped T times can be
+backpropagated through those T steps in reverse, then reused for the next sequence with nothing
+left over.
 """
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend
 from .module import Module, check_last_dim
 
 
@@ -82,19 +84,10 @@ class LSTMCell(Module):
     def step(self, xg, state=None, cache=True):
         """(h, c) -> (h', c') given precomputed input gates xg (B, 4H)."""
         xp = backend.get_array_module(xg)
-        B, H = xg.shape[0], self.hidden_size
-        h, c = self._state(xp, B, xg.dtype, state)
+        h, c = self._state(xp, xg.shape[0], xg.dtype, state)
         gates = h @ self.params["W_hh"].T               # (B, 4H)
         gates += xg
-        if backend.is_cupy(gates):                      # the lines below in one GPU kernel
-            ifgo, c_new, tanh_c, h_new = kernels.lstm_step_forward(gates, c)
-        else:
-            ifgo = sigmoid(gates, xp)                   # i, f, o use sigmoid ...
-            ifgo[:, 2 * H:3 * H] = xp.tanh(gates[:, 2 * H:3 * H])  # ... g uses tanh
-            i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
-            c_new = f * c + i * g                       # (B, H)
-            tanh_c = xp.tanh(c_new)
-            h_new = o * tanh_c
+        ifgo, c_new, tanh_c, h_new = self.cell_update(gates, c)
         if cache:
             self._steps.append((h, c, ifgo, tanh_c))
         return h_new, c_new
@@ -118,26 +111,39 @@ class LSTMCell(Module):
                 raise ValueError(f"LSTMCell.backward: expected {name} of shape {tuple(h.shape)}, "
                                  f"got {tuple(d.shape)}")
         h, c, ifgo, tanh_c = self._steps.pop()
-        H = self.hidden_size
-        if backend.is_cupy(ifgo):                       # the pointwise math below in one GPU kernel
-            dc = backend.get_array_module(dh).zeros_like(dh) if dc is None else dc
-            dG, dc_prev = kernels.lstm_step_backward(dh, dc, c, ifgo, tanh_c)
-        else:
-            i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
-            dc_total = dh * o * (1.0 - tanh_c * tanh_c)
-            if dc is not None:
-                dc_total += dc
-            dG = ifgo * (1.0 - ifgo)                    # sigmoid' for i, f, o
-            dG[:, 2 * H:3 * H] = 1.0 - g * g            # tanh' for g
-            dG[:, 0:H] *= dc_total * g
-            dG[:, H:2 * H] *= dc_total * c
-            dG[:, 2 * H:3 * H] *= dc_total * i
-            dG[:, 3 * H:] *= dh * tanh_c
-            dc_prev = dc_total * f
+        dG, dc_prev = self.cell_update_backward(dh, dc, c, ifgo, tanh_c)
         if weight_grad:
             backend.matmul_accumulate(self.grads["W_hh"], dG.T, h)
         dh_prev = dG @ self.params["W_hh"]
         return dG, dh_prev, dc_prev
+
+    def cell_update(self, gates, c):
+        """gates (B, 4H) pre-activations, c (B, H) -> ifgo (B, 4H), c' (B, H), tanh(c'), h' (B, H)."""
+        xp, H = backend.get_array_module(gates), self.hidden_size
+        ifgo = sigmoid(gates, xp)                       # i, f, o use sigmoid ...
+        ifgo[:, 2 * H:3 * H] = xp.tanh(gates[:, 2 * H:3 * H])  # ... g uses tanh
+        i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
+        c_new = f * c + i * g                           # (B, H)
+        tanh_c = xp.tanh(c_new)
+        return ifgo, c_new, tanh_c, o * tanh_c
+
+    def cell_update_backward(self, dh, dc, c, ifgo, tanh_c):
+        """Backward of cell_update: dh, dc (dc may be None: zero) -> dG (B, 4H), dc_prev (B, H).
+
+        The equations are step_backward's (the lines down to dc_prev).
+        """
+        H = self.hidden_size
+        i, f, g, o = (ifgo[:, k * H:(k + 1) * H] for k in range(4))
+        dc_total = dh * o * (1.0 - tanh_c * tanh_c)
+        if dc is not None:
+            dc_total += dc
+        dG = ifgo * (1.0 - ifgo)                        # sigmoid' for i, f, o
+        dG[:, 2 * H:3 * H] = 1.0 - g * g                # tanh' for g
+        dG[:, 0:H] *= dc_total * g
+        dG[:, H:2 * H] *= dc_total * c
+        dG[:, 2 * H:3 * H] *= dc_total * i
+        dG[:, 3 * H:] *= dh * tanh_c
+        return dG, dc_total * f
 
     def recurrent_weights_backward(self, dG, H_prev):
         """dW_hh += sum over steps of dG_t^T h_{t-1}.  dG (..., 4H), H_prev (..., H), same leading shape."""

@@ -1,8 +1,8 @@
-"""mytorch.parallel: row blocks cover every row once; BLAS thread limits are scoped."""
+"""mytorch.fast.parallel: row blocks cover every row once; BLAS thread limits are scoped."""
 import numpy as np
 import pytest
 
-from mytorch import parallel
+from mytorch.fast import parallel
 
 
 @pytest.mark.parametrize("block_elements", [None, 1000, 1 << 18])
@@ -53,7 +53,7 @@ def _spin_after(code, env=None):
     import sys
     from pathlib import Path
     env = {**{k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}, **(env or {})}
-    out = subprocess.run([sys.executable, "-c", code + "\nimport json, mytorch.parallel as p; "
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, mytorch.fast.parallel as p; "
                           "print(json.dumps(p.openblas_thread_timeout()))"],
                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
                          check=True)

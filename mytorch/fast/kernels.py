@@ -1,17 +1,18 @@
 """Fused elementwise GPU kernels (CuPy) for the hot loops: one launch instead of a dozen.
 
-On a GPU a small array op costs a kernel launch (~5-10 us from Python) whatever its size,
-and an LSTM step on a (32, 128) batch is a dozen of them, 2 layers x T steps x forward and
+On a GPU a small array op costs a kernel launch (~5-10 us from Python) whatever its size, and
+an LSTM step on a (32, 128) batch is a dozen of them, 2 layers x T steps x forward and
 backward. These kernels do each step's pointwise math, and each Adam update, in a single
-launch. They compute exactly what the NumPy code next to their callers computes (that code
-is the readable reference; tests/test_kernels.py compares the two); the NumPy backend never
-uses them. CuPy comes from mytorch.backend, the one module that imports it.
+launch. They compute exactly what the plain code computes (mytorch.nn.LSTMCell.cell_update and
+cell_update_backward, the NumPy lines of mytorch.optim.Adam; tests/test_fast_kernels.py
+compares the two); the NumPy backend never uses them. CuPy comes from mytorch.backend, the one
+module that imports it.
 
 Shapes: B batch, H hidden size; gates and ifgo are (B, 4H) laid out [i | f | g | o].
 """
 from functools import lru_cache
 
-from . import backend
+from .. import backend
 
 _SIGMOID = "(1 + tanh(x * 0.5)) * 0.5"   # as mytorch.nn.lstm.sigmoid: no overflow
 

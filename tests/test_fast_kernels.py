@@ -1,4 +1,4 @@
-"""mytorch.kernels: the fused GPU kernels give what the NumPy reference code gives.
+"""mytorch.fast.kernels: the fused GPU kernels give what the NumPy reference code gives.
 
 Runs only where CuPy and a GPU are usable (the `gpu` mark); skips cleanly elsewhere.
 Shapes: B batch, H hidden size.
@@ -8,6 +8,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from mytorch import backend
+from mytorch.fast import kernels
+from mytorch.fast.lstm import LSTMCell as FastLSTMCell
 from mytorch.nn import LSTMCell
 from mytorch.optim import Adam, AdamW
 
@@ -23,14 +25,18 @@ def cupy_backend():
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
-def test_lstm_step_kernels_match_numpy(cupy_backend, rng, dtype, tol):
-    """A cell stepped 4 times forward and back: the kernel path against the NumPy path."""
+def test_lstm_step_kernels_match_numpy(cupy_backend, rng, dtype, tol, monkeypatch):
+    """A cell stepped 4 times forward and back: the fast twin's kernels against the plain cell on NumPy."""
     cp = cupy_backend
     B, I, H, T = 3, 5, 7, 4
     cells = {}
-    for name in ("numpy", "cupy"):
+    for name, cls in (("numpy", LSTMCell), ("cupy", FastLSTMCell)):
         backend.set_backend(name)
-        cells[name] = LSTMCell(I, H, dtype=dtype, rng=np.random.default_rng(1))
+        cells[name] = cls(I, H, dtype=dtype, rng=np.random.default_rng(1))
+    calls = []
+    for name in ("lstm_step_forward", "lstm_step_backward"):             # the kernels do run
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     X = rng.standard_normal((T, B, I)).astype(dtype) * 2
     G = rng.standard_normal((T, B, H)).astype(dtype)
     out = {}
@@ -48,6 +54,7 @@ def test_lstm_step_kernels_match_numpy(cupy_backend, rng, dtype, tol):
     for a, b in zip(out["cupy"], out["numpy"]):
         assert a.dtype == dtype
         assert_allclose(a, b, rtol=tol, atol=tol)
+    assert calls.count("lstm_step_forward") == T and calls.count("lstm_step_backward") == T
 
 
 @pytest.mark.parametrize("opt_cls, kw", [(Adam, dict(lr=0.01)), (Adam, dict(lr=0.01, weight_decay=0.1)),

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 _POOL = None
 _MIN_PARALLEL = 1 << 18  # elements; smaller arrays are not worth a thread hop

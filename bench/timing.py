@@ -1,0 +1,194 @@
+"""Timing mytorch: the training step (whole, and by phase through the model's timer hook), the GEMM rate.
+
+Shapes: B batch, T time steps, D embedding size, V vocabulary, N = B*T rows (tokens per step).
+"""
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+
+from models.language_model import LanguageModel
+from models.step import train_step
+from mytorch import backend, optim
+from mytorch.fast.parallel import openblas_thread_timeout
+
+from .config import layer_sizes
+
+
+def device_sync():
+    """A function that waits for the device's queued work (a no-op on the host)."""
+    if backend.get_backend() == "cupy":
+        return backend.xp().cuda.Device().synchronize
+    return lambda: None
+
+
+class Laps:
+    """Accumulates wall time per phase name; lap(name) charges the time since the last lap."""
+
+    def __init__(self, sync):
+        self.sync, self.ms, self.t = sync, {}, None
+
+    def start(self):
+        self.sync()
+        self.t = time.perf_counter()
+
+    def lap(self, name):
+        self.sync()
+        now = time.perf_counter()
+        self.ms[name] = self.ms.get(name, 0.0) + (now - self.t) * 1e3
+        self.t = now
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MB (None where unavailable)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)  # bytes on macOS, else KiB
+
+
+@contextmanager
+def environ(name, value):
+    """os.environ[name] = value inside the block; the old value (or its absence) restored after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextmanager
+def thread_limits(n):
+    """BLAS limited to n threads and MYTORCH_THREADS=n inside the block; both restored after."""
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(limits=n, user_api="blas")
+    except ImportError:
+        limits = nullcontext()
+    with environ("MYTORCH_THREADS", str(n)), limits:
+        yield
+
+
+def fast_tier(on):
+    """mytorch's fast tier switched on (as by default) or every piece off (MYTORCH_FAST=0) in the block."""
+    return environ("MYTORCH_FAST", "1" if on else "0")
+
+
+def processor_name():
+    """The CPU's model name ("AMD EPYC 7B13", "Intel(R) Xeon(R) ..."), or the platform's best guess."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def blas_libraries():
+    """["openblas 0.3.27 (2 threads, haswell, idle spin 2^16 cycles)", ...]: the BLAS libraries loaded."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    spin = openblas_thread_timeout()
+    return [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
+            f"{i.get('architecture', '?')}"
+            f"{f', idle spin 2^{spin} cycles' if spin and i.get('internal_api') == 'openblas' else ''})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def random_batches(cfg, count):
+    """count (x, y) pairs of (B, T) int64 ids in [0, V) on the host, as the loader yields them."""
+    rng = np.random.default_rng(cfg["seed"])
+    shape = (cfg["batch_size"], cfg["bptt"])
+    V = cfg["vocab"]
+    return [(rng.integers(0, V, shape), rng.integers(0, V, shape)) for _ in range(count)]
+
+
+def build_mytorch(cfg):
+    model = LanguageModel(cfg["vocab"], cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
+                          cfg["dropout"], cfg["dropouth"], seed=cfg["seed"])
+    opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[cfg["optimizer"]]
+    return model, opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
+
+
+def time_steps(model, opt, cfg, batches, laps=None):
+    """Median-able list of ms per training step (models.step.train_step); with `laps`, the model's
+    timer charges each phase to it as the step runs. -> (step ms list, {phase: ms list}, last loss)."""
+    sync, n = device_sync(), len(batches)
+    step_ms, per_phase, loss = [], {}, None
+    for i in range(cfg["warmup"] + cfg["steps"]):
+        lap = laps() if laps is not None else None
+        model.timer = lap.lap if lap is not None else None
+        sync()
+        t0 = time.perf_counter()
+        if lap is not None:
+            lap.start()
+        loss = train_step(model, opt, *batches[i % n], cfg["clip"])[0]
+        sync()                                                  # the update may still be queued on a GPU
+        if i >= cfg["warmup"]:
+            step_ms.append((time.perf_counter() - t0) * 1e3)
+            for key, ms in (lap.ms.items() if lap is not None else ()):
+                per_phase.setdefault(key, []).append(ms)
+    model.timer = None
+    return step_ms, per_phase, loss
+
+
+def time_mytorch(cfg, batches):
+    """-> dict(step_ms=[...], phases={name: median ms}, phase_sum_ms, plain_step_ms=[...], peak_rss_mb, loss).
+
+    Full steps first (the headline), then the same steps with the phase timer on, then full
+    steps of a second model built with every fast-tier piece off (the plain tier alone).
+    """
+    with fast_tier(True):
+        model, opt = build_mytorch(cfg)
+        step_ms, _, loss = time_steps(model, opt, cfg, batches)
+        rss = peak_rss_mb()                                     # the training step's own footprint
+        sync = device_sync()
+        _, per_phase, _ = time_steps(model, opt, cfg, batches, laps=lambda: Laps(sync))
+    del model, opt
+    with fast_tier(False):
+        model, opt = build_mytorch(cfg)
+        plain_ms, _, _ = time_steps(model, opt, cfg, batches)
+    phase_sum = [sum(ms) for ms in zip(*per_phase.values())]
+    pool_mb = None
+    if backend.get_backend() == "cupy":
+        pool_mb = round(backend.xp().get_default_memory_pool().total_bytes() / 2**20, 1)
+    return dict(step_ms=step_ms, phases={k: statistics.median(v) for k, v in per_phase.items()},
+                phase_sum_ms=statistics.median(phase_sum), plain_step_ms=plain_ms, peak_rss_mb=rss,
+                gpu_pool_mb=pool_mb, loss=loss)
+
+
+def gemm_rate(cfg):
+    """float32 GFLOP/s of the projection's product (N, D) x (D, V), as Linear.forward issues it.
+
+    -> (best, median) over --gemm-reps timed products, after one untimed.
+    """
+    xp, sync = backend.xp(), device_sync()
+    N, D, V = cfg["tokens_per_step"], layer_sizes(cfg)[-1], cfg["vocab"]
+    rng = np.random.default_rng(cfg["seed"])
+    X = backend.to_device(rng.standard_normal((N, D), dtype=np.float32))    # (N, D)
+    W = backend.to_device(rng.standard_normal((V, D), dtype=np.float32))    # (V, D), PyTorch's layout
+    out = xp.empty((N, V), dtype=np.float32)
+    xp.matmul(X, W.T, out=out)
+    times = []
+    for _ in range(cfg["gemm_reps"]):
+        sync()
+        t0 = time.perf_counter()
+        xp.matmul(X, W.T, out=out)
+        sync()
+        times.append(time.perf_counter() - t0)
+    flop = 2.0 * N * D * V
+    return flop / max(min(times), 1e-12) / 1e9, flop / max(statistics.median(times), 1e-12) / 1e9

@@ -1,0 +1,58 @@
+"""The fast tier: speed-ups of plain mytorch code, each beside the plain code it replaces.
+
+The plain tier (mytorch.nn, mytorch.optim) is the specification; every piece here computes
+what its plain twin computes (tests/test_fast_*.py compare the two) and is picked through
+``choose`` or ``enabled``, never by a branch inside a plain layer.
+
+    piece                            speeds up (plain twin)                       switch
+    loss.LinearCrossEntropyLoss      nn.LinearCrossEntropyLoss.exp_rows: the      MYTORCH_FAST_LOSS
+                                     bias / max / exp / sum pass over the (N, V)
+                                     logits, in cache-sized row blocks on every core
+    lstm.LSTMCell                    nn.LSTMCell.cell_update(_backward): one      MYTORCH_FAST_LSTM
+                                     fused CuPy kernel per step on the GPU
+                                     (kernels.py); NumPy arrays take the plain code
+    recurrence_threads               the BPTT loops of models.LanguageModel: one  MYTORCH_FAST_THREADS
+                                     BLAS thread for small per-step products
+    parallel.py, kernels.py          the machinery: thread pool, row blocks, BLAS thread scoping,
+                                     CuPy kernels (also used by mytorch.optim's Adam)
+
+MYTORCH_FAST=0 turns every piece off; MYTORCH_FAST_<NAME>=0 turns one off. The switches are
+read when a layer is built (``choose``) or a region entered, so a test can flip them.
+"""
+import os
+from contextlib import nullcontext
+
+from .. import nn
+from . import loss, lstm
+from .parallel import blas_threads_for
+
+PIECES = {"loss": (nn.LinearCrossEntropyLoss, loss.LinearCrossEntropyLoss),
+          "lstm": (nn.LSTMCell, lstm.LSTMCell)}
+SWITCHES = tuple(PIECES) + ("threads",)
+
+
+def enabled(name):
+    """Is the fast piece `name` on? Off when MYTORCH_FAST=0 or MYTORCH_FAST_<NAME>=0."""
+    if name not in SWITCHES:
+        raise ValueError(f"unknown fast piece {name!r}; known: {', '.join(SWITCHES)}")
+    off = ("0", "false", "off", "no")
+    return (os.environ.get("MYTORCH_FAST", "1").lower() not in off
+            and os.environ.get(f"MYTORCH_FAST_{name.upper()}", "1").lower() not in off)
+
+
+def choose(cls):
+    """The class to build for `cls`: its fast twin when it has one and that is switched on, else cls."""
+    for name, (plain, twin) in PIECES.items():
+        if cls is plain:
+            return twin if enabled(name) else cls
+    return cls
+
+
+def recurrence_threads(macs):
+    """Context for a loop of products of `macs` multiply-adds each: one BLAS thread if they are small."""
+    return blas_threads_for(macs) if enabled("threads") else nullcontext()
+
+
+def settings():
+    """{piece: on/off} as the switches stand now (the bench prints it)."""
+    return {name: enabled(name) for name in SWITCHES}
