@@ -15,7 +15,7 @@ PHASES = [
 def format_report(cfg, r):
     """The plain-text table and headline lines (without the JSON line)."""
     sizes = layer_sizes(cfg)
-    opt_name = OPTIMIZERS[cfg["optimizer"]]
+    opt_name = OPTIMIZERS[cfg["optimizer"]].__name__
     lstm = " -> ".join(str(s) for s in sizes)
     lines = [
         f"train-step benchmark: {cfg['preset']} model, V={cfg['vocab']:,} D={cfg['emsize']} "
@@ -50,9 +50,14 @@ def format_report(cfg, r):
     N, D, V = cfg["tokens_per_step"], sizes[-1], cfg["vocab"]
     lines.append(f"float32 GEMM     {r['gemm_gflops']:10.1f} GFLOP/s   (best of {cfg['gemm_reps']}, median "
                  f"{r['gemm_gflops_median']:.1f}; ({N}, {D}) x ({D}, {V}))")
-    lines.append(f"floor            {r['floor_tokens_per_s']:10,.0f} tokens/s  "
-                 f"(matrix products {r['matmul_flops_per_token'] / 1e6:.2f} MFLOP/token at that rate); "
-                 f"reached {r['gemm_floor_fraction']:.2f} of it")
+    lines.append(f"memory bandwidth {r['bandwidth_gbs']:10.1f} GB/s      (a += b over 64 MB float32, "
+                 f"best of {cfg['gemm_reps']})")
+    lines.append(f"products floor   {r['gemm_floor_tokens_per_s']:10,.0f} tokens/s  (matrix products "
+                 f"{r['matmul_flops_per_token'] / 1e6:.2f} MFLOP/token at the GEMM rate)")
+    lines.append(f"floor            {r['floor_tokens_per_s']:10,.0f} tokens/s  (the products, and "
+                 f"{opt_name}'s least traffic {r['optimizer_mb']:.0f} MB/step for "
+                 f"{r['n_params'] / 1e6:.2f} M parameters at that bandwidth); "
+                 f"reached {r['floor_fraction']:.2f} of it")
     tr = r["torch"]
     if tr is None:
         lines.append(f"PyTorch          {'n/a':>10s}           {r['torch_note']}; ratio n/a")
@@ -98,7 +103,11 @@ def summary(cfg, r):
         ratio=rnd(r["ratio"]),
         gemm_gflops=rnd(r["gemm_gflops"], 2),
         floor_tokens_per_s=rnd(r["floor_tokens_per_s"], 1),
-        gemm_floor_fraction=rnd(r["gemm_floor_fraction"], 4),
+        floor_fraction=rnd(r["floor_fraction"], 4),
+        gemm_floor_tokens_per_s=rnd(r["gemm_floor_tokens_per_s"], 1),
+        bandwidth_gbs=rnd(r["bandwidth_gbs"], 2),
+        optimizer_mb=rnd(r["optimizer_mb"], 1),
+        n_params=r["n_params"],
         matmul_flops_per_token=r["matmul_flops_per_token"],
         step_ms=rnd(r["step_ms"]),
         phase_sum_ms=rnd(r["phase_sum_ms"]),

@@ -11,10 +11,10 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from models.language_model import LanguageModel
-from models.step import train_step
-from mytorch import backend, optim
-from mytorch.fast.parallel import openblas_thread_timeout
+from app.config import build_model, build_optimizer
+from app.step import train_step
+from mytorch import backend
+from mytorch.fast.parallel import openblas_thread_timeout, parallel_rows
 
 from .config import layer_sizes
 
@@ -118,14 +118,13 @@ def random_batches(cfg, count):
 
 
 def build_mytorch(cfg):
-    model = LanguageModel(cfg["vocab"], cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
-                          cfg["dropout"], cfg["dropouth"], seed=cfg["seed"])
-    opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[cfg["optimizer"]]
-    return model, opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
+    """The model and optimizer train.py would build for cfg (fast-tier pieces as the switches stand)."""
+    model = build_model(cfg, cfg["vocab"], seed=cfg["seed"])
+    return model, build_optimizer(cfg, model)
 
 
 def time_steps(model, opt, cfg, batches, laps=None):
-    """Median-able list of ms per training step (models.step.train_step); with `laps`, the model's
+    """Median-able list of ms per training step (app.step.train_step); with `laps`, the model's
     timer charges each phase to it as the step runs. -> (step ms list, {phase: ms list}, last loss)."""
     sync, n = device_sync(), len(batches)
     step_ms, per_phase, loss = [], {}, None
@@ -167,8 +166,36 @@ def time_mytorch(cfg, batches):
     if backend.get_backend() == "cupy":
         pool_mb = round(backend.xp().get_default_memory_pool().total_bytes() / 2**20, 1)
     return dict(step_ms=step_ms, phases={k: statistics.median(v) for k, v in per_phase.items()},
+                n_params=sum(p.size for _, p, _ in opt.params),
                 phase_sum_ms=statistics.median(phase_sum), plain_step_ms=plain_ms, peak_rss_mb=rss,
                 gpu_pool_mb=pool_mb, loss=loss)
+
+
+def memory_bandwidth(cfg, megabytes=64):
+    """GB/s of a streaming pass a += b over two (megabytes)-MB float32 arrays (3 x that many bytes
+    cross the memory bus), best of --gemm-reps; on the host the better of one thread and the
+    row-parallel pass on every thread (mytorch.fast.parallel), what an optimizer update can reach.
+    """
+    xp, sync = backend.xp(), device_sync()
+    n = megabytes * (1 << 20) // 4
+    a = xp.ones((1024, n // 1024), dtype=np.float32)
+    b = xp.ones_like(a)
+
+    def one_pass(a, b):
+        xp.add(a, b, out=a)
+    passes = [one_pass]
+    if backend.get_backend() == "numpy":
+        passes.append(lambda a, b: parallel_rows(one_pass, a, b))
+    best = float("inf")
+    for run in passes:
+        run(a, b)
+        for _ in range(cfg["gemm_reps"]):
+            sync()
+            t0 = time.perf_counter()
+            run(a, b)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+    return 3 * a.nbytes / max(best, 1e-12) / 1e9
 
 
 def gemm_rate(cfg):

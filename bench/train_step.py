@@ -1,7 +1,7 @@
 """Time training steps of the word-level LSTM language model, and put the figure in context.
 
     python -m bench.train_step                        # the reference model, NumPy (+ PyTorch if importable)
-    python -m bench.train_step --preset default       # train.py's default recipe (train.PRESETS)
+    python -m bench.train_step --preset default       # train.py's default recipe (app.config.PRESETS)
     python -m bench.train_step --backend cupy         # on a GPU, beside PyTorch on CUDA
     python -m bench.train_step --no-torch --steps 5   # mytorch alone, quickly
 
@@ -18,7 +18,7 @@ Everything runs in one process, so all figures share one machine state:
    optimizer step, on random token ids over the real vocabulary size. The median step gives tokens/s.
    Peak RSS is read right after these steps (before the other parts allocate).
 2. The same steps again with the model's timer set (``LanguageModel.timer``: the model and
-   models.step call ``lap(phase)`` where each phase ends, so the phases are those of the
+   app.step call ``lap(phase)`` where each phase ends, so the phases are those of the
    model's own step, never a copy of it), a device sync at each lap (phases: zero_grad + ids,
    embedding, LSTM forward, LSTM backward, projection, softmax + loss, optimizer; each the
    median over the steps). The phase sum is printed beside the full step: they should agree.
@@ -32,9 +32,14 @@ Everything runs in one process, so all figures share one machine state:
 
    (forward, dX and dW products: 3 GEMMs of 2 FLOP per multiply-add, over every
    weight a token touches: the projection and each LSTM layer's W_ih and W_hh).
-   At that GEMM rate, the matrix products alone cap the speed at
-   floor = GEMM rate / FLOP per token; gemm_floor_fraction = tokens/s / floor.
-   Reference model: 27.1 MFLOP a token.
+   At that GEMM rate, the matrix products alone cap the speed at GEMM rate / FLOP per
+   token (gemm_floor_tokens_per_s). Reference model: 27.1 MFLOP a token.
+   The optimizer's update is the other cost no implementation avoids: its least memory
+   traffic (Adam reads p, g, m, v and writes p, m, v: 7 x 4 bytes a parameter, 246 MB a
+   step for the reference model's 8.8 M parameters) at the measured streaming bandwidth
+   (a += b over 64 MB arrays, the better of one thread and every thread). The combined
+   floor is one step of both: floor_tokens_per_s = N / (products / GEMM rate + optimizer
+   bytes / bandwidth); floor_fraction = tokens/s / floor.
 4. PyTorch, when ``import torch`` works (it is an optional, benchmark-only
    dependency: the ``bench`` extra): the same model (nn.Embedding; two
    nn.LSTMCell stepped in a Python loop as the notebook does, and nn.LSTM;
@@ -60,10 +65,10 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.fast.parallel import openblas_thread_timeout
 
-from .config import UsageError, matmul_flops_per_token, parse_args, resolve_config
+from .config import UsageError, matmul_flops_per_token, optimizer_bytes_per_step, parse_args, resolve_config
 from .report import format_report, summary
-from .timing import (blas_libraries, gemm_rate, peak_rss_mb, processor_name, random_batches, thread_limits,
-                     time_mytorch)
+from .timing import (blas_libraries, gemm_rate, memory_bandwidth, peak_rss_mb, processor_name, random_batches,
+                     thread_limits, time_mytorch)
 from .torch_reference import time_torch
 
 
@@ -80,6 +85,7 @@ def run(cfg, torch_variants, no_torch=False):
     batches = random_batches(cfg, min(cfg["warmup"] + cfg["steps"], 8))
     mt = time_mytorch(cfg, batches)
     gemm_best, gemm_median = gemm_rate(cfg)
+    bandwidth = memory_bandwidth(cfg)
     blas = blas_libraries() if cfg["backend"] == "numpy" else ["cuBLAS (CuPy)"]
     if no_torch:
         tr, torch_note = None, "PyTorch not timed (--no-torch)"
@@ -91,7 +97,10 @@ def run(cfg, torch_variants, no_torch=False):
     step_ms = statistics.median(mt["step_ms"])
     tokens_per_s = cfg["tokens_per_step"] / (step_ms / 1e3)
     flops = matmul_flops_per_token(cfg)
-    floor = gemm_best * 1e9 / flops
+    gemm_floor = gemm_best * 1e9 / flops
+    opt_bytes = optimizer_bytes_per_step(cfg, mt["n_params"])
+    floor_step_s = flops * cfg["tokens_per_step"] / (gemm_best * 1e9) + opt_bytes / (bandwidth * 1e9)
+    floor = cfg["tokens_per_step"] / floor_step_s
     torch_tps = tr["tokens_per_s"][tr["fastest"]] if tr else None
     plain_tps = cfg["tokens_per_step"] / (statistics.median(mt["plain_step_ms"]) / 1e3)
     return dict(
@@ -104,8 +113,12 @@ def run(cfg, torch_variants, no_torch=False):
         ratio=tokens_per_s / torch_tps if torch_tps else None,
         gemm_gflops=gemm_best,
         gemm_gflops_median=gemm_median,
+        gemm_floor_tokens_per_s=gemm_floor,
+        bandwidth_gbs=bandwidth,
+        optimizer_mb=opt_bytes / 1e6,
+        n_params=mt["n_params"],
         floor_tokens_per_s=floor,
-        gemm_floor_fraction=tokens_per_s / floor,
+        floor_fraction=tokens_per_s / floor,
         matmul_flops_per_token=flops,
         step_ms=step_ms,
         step_ms_all=mt["step_ms"],

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mytorch.nn.module import check_ids
+
 SOS = "<sos>"
 EOS = "<eos>"
 EOL = "<eol>"
@@ -119,11 +121,11 @@ def _np_load(path, allow_pickle=False):
 
 
 def _check_ids(path, ids, vocab_size):
-    """ids: integer array of any shape with 0 <= id < vocab_size."""
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(f"{path}: expected integer word ids, got dtype {ids.dtype}")
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise DataError(f"{path}: word ids outside [0, {vocab_size}): min {ids.min()}, max {ids.max()}")
+    """ids: integer array of any shape with 0 <= id < vocab_size, else a DataError naming the file."""
+    try:
+        check_ids(ids, vocab_size, str(path))
+    except (TypeError, ValueError) as err:
+        raise DataError(str(err)) from None
 
 
 def _dataset_dir(data_dir):

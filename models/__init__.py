@@ -1,4 +1,5 @@
 """The word-level LSTM language model and its checkpoint files."""
 import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
 from .language_model import LanguageModel, check_ids  # noqa: F401
-from .checkpoint import load_model as load, save_model, CheckpointError  # noqa: F401
+from .checkpoint import save_model, CheckpointError  # noqa: F401
+from .loading import load_model as load  # noqa: F401

@@ -1,6 +1,7 @@
 """Versioned, atomic .npz files for models (and, through `extra`, training state).
 
-A model file holds:
+This module knows the file layout, not the models (models.load builds the model a file
+describes), so every model class can import it. A model file holds:
     __format__   format version (int)
     __config__   the LanguageModel configuration as JSON
     __meta__     free JSON metadata (vocabulary size, metrics, ...)
@@ -130,25 +131,3 @@ def read_model_file(arrays, path="checkpoint"):
         raise CheckpointError(f"{path} has an unreadable header (configuration is not a JSON object)")
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     return config, meta, params
-
-
-def load_model(path, dtype=np.float32):
-    """LanguageModel, in eval mode, from a file written by save_model (float16 weights are widened)."""
-    from .language_model import LanguageModel
-    arrays = load_npz(path)
-    config, meta, params = read_model_file(arrays, path)
-    try:
-        model = LanguageModel(**config, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unknown model configuration {config} ({err})") from None
-    try:
-        model.load_state_arrays({k: v.astype(dtype) for k, v in params.items()})
-    except ValueError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    vocab = arrays.get("__vocab__")
-    if vocab is not None and vocab.shape != (model.vocab_size,):
-        raise CheckpointError(f"{path}: vocabulary of shape {vocab.shape} does not match the model's "
-                              f"{model.vocab_size} words")
-    model.meta = meta
-    model.vocab = vocab
-    return model.eval()                                 # ready for predict/generate

@@ -2,15 +2,13 @@
 
 Shapes: B batch, T time steps, D embedding size, H hidden size, V vocabulary.
 
-    ids (B, T) -> Embedding -> (B, T, D) -> LSTMCell x L -> (B, T, H_last) -> Linear -> logits (B, T, V)
+    ids (B, T) -> Embedding -> (B, T, D) -> LSTM x L -> (B, T, H_last) -> Linear -> logits (B, T, V)
 
-Each LSTM layer does its input-side product for all T steps at once
-(``cell.input_gates``) and only the recurrent product inside the time loop
-(``cell.step``). Backward mirrors it: the time loop runs in reverse carrying
-(dh, dc), collects the gate gradients dG (B, T, 4H), and one
-``input_gates_backward`` turns them into the layer's input gradient and its
-W_ih gradient. With ``tied=True`` the decoder reuses the embedding matrix
-(the last layer's hidden size is then D) and both gradients add into one buffer.
+with locked dropout on the embeddings, between the LSTM layers and on the top layer's output.
+Each layer is a mytorch.nn.LSTM over the whole sequence: its forward and its backward (the
+BPTT loop) are the layer's own, so the model only chains layers. With ``tied=True`` the
+decoder reuses the embedding matrix (the last layer's hidden size is then D) and both
+gradients add into one buffer.
 
 Training calls ``forward_loss`` / ``backward_loss``: the projection and the
 cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same gradients as
@@ -21,25 +19,18 @@ from contextlib import contextmanager
 import numpy as np
 
 from mytorch import backend, fast
-from mytorch.nn import Embedding, Linear, LinearCrossEntropyLoss, LSTMCell, Module
+from mytorch.nn import LSTM, Embedding, Linear, LinearCrossEntropyLoss, Module
+from mytorch.nn.module import check_ids as check_token_ids
 from mytorch.nn.dropout import LockedDropout
 
 from . import decoding
+from .checkpoint import save_model
 from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users found it)
 
 
 def check_ids(ids, vocab_size, who):
     """Token ids must be a 2-D (B, T) integer array with values in [0, V)."""
-    if not hasattr(ids, "ndim") or not hasattr(ids, "dtype"):
-        raise TypeError(f"{who}: token ids must be an integer array of shape (B, T), "
-                        f"got {type(ids).__name__}")
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"{who}: token ids must be integers, got dtype {ids.dtype}")
-    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
-        raise ValueError(f"{who}: token ids must have shape (B, T) with B, T >= 1, got {tuple(ids.shape)}")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= vocab_size:
-        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got values in [{lo}, {hi}]")
+    check_token_ids(ids, vocab_size, who, shape="(B, T)")
 
 
 class LanguageModel(Module):
@@ -56,9 +47,9 @@ class LanguageModel(Module):
         rng = np.random.default_rng(seed)
         self.vocab_size = vocab_size
         self.embedding = Embedding(vocab_size, emsize, dtype=dtype, rng=rng, init_range=0.1)
-        sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tied else nhid]
-        Cell = fast.choose(LSTMCell)                    # the plain cell, or its GPU-kernel twin
-        self.cells = [Cell(sizes[k], sizes[k + 1], dtype=dtype, rng=rng) for k in range(nlayers)]
+        sizes = self.layer_sizes(emsize, nhid, nlayers, tied)
+        Layer = fast.choose(LSTM)                       # the plain layer, or its fast twin
+        self.layers = [Layer(sizes[k], sizes[k + 1], dtype=dtype, rng=rng) for k in range(nlayers)]
         self.decoder = Linear(sizes[-1], vocab_size, dtype=dtype, rng=rng)
         self.decoder.params["W"][...] = backend.to_device(rng.uniform(-0.1, 0.1, (vocab_size, sizes[-1])))
         self.decoder.params["b"].fill(0)
@@ -72,9 +63,17 @@ class LanguageModel(Module):
                       for k in range(nlayers + 1)]
         self._logits = None                             # (B, T, V) buffer, reused
         self._head = None                               # the fused loss of the last forward_loss
-        self._hidden = [None] * nlayers                 # per layer (h0, outputs), kept for backward
+        self._shape = None                              # (B, T) of the last forward_loss
         self.vocab = None                               # (V,) str when loaded from a file that has one
         self.timer = None                               # lap(phase) callback: the benchmark's phase timer
+
+    @staticmethod
+    def layer_sizes(emsize, nhid, nlayers, tied):
+        """[D, H_1, ..., H_L]: the first layer's input size, then each layer's hidden size.
+
+        With tied weights the last layer's output is the embedding size D.
+        """
+        return [emsize] + [nhid] * (nlayers - 1) + [emsize if tied else nhid]
 
     # -- forward / backward ------------------------------------------------
     def encode(self, ids, state=None, cache=True):
@@ -84,31 +83,18 @@ class LanguageModel(Module):
         state = self._check_state(state, ids.shape[0])
         X = self.embedding.forward(ids) if cache else self.embedding.params["W"][ids]  # (B, T, D)
         self.lap("embedding")
-        return self.run_cells(X, state, cache)
+        return self.run_layers(X, state, cache)
 
-    def run_cells(self, X, state=None, cache=True):
-        """Embedded ids X (B, T, D) -> outputs (B, T, H_last) of the last cell, final state [(h, c)] * L.
+    def run_layers(self, X, state=None, cache=True):
+        """Embedded ids X (B, T, D) -> outputs (B, T, H_last) of the last layer, final state [(h, c)] * L.
 
-        Dropout (when training) on each cell's input and on the output.
+        Dropout (when training) on each layer's input and on the output.
         """
-        xp = backend.get_array_module(X)
-        B, T, _ = X.shape
         new_state = []
-        for k, cell in enumerate(self.cells):
-            X = self._drop(k, X)
-            XG = cell.input_gates(X, cache)             # (B, T, 4H) for all steps at once
-            h, c = state[k] if state is not None else (None, None)
-            Hs = xp.empty((B, T, cell.hidden_size), dtype=XG.dtype)
-            with fast.recurrence_threads(B * cell.hidden_size * XG.shape[-1]):  # (B, H) x (H, 4H) a step
-                for t in range(T):
-                    h, c = cell.step(XG[:, t], None if h is None else (h, c), cache)
-                    Hs[:, t] = h
-            new_state.append((h, c))
-            if cache:                                   # backward adds dG_t^T h_{t-1} in one product
-                self._hidden[k] = (None if state is None else state[k][0], Hs)
-            X = Hs                                      # (B, T, H)
-        X = self._drop(len(self.cells), X)
-        return X, new_state
+        for k, layer in enumerate(self.layers):
+            X, last = layer.forward(self._drop(k, X), None if state is None else state[k], cache)
+            new_state.append(last)                      # X: (B, T, H_k)
+        return self._drop(len(self.layers), X), new_state
 
     def _drop(self, k, X):
         drop = self.drops[k]
@@ -132,7 +118,7 @@ class LanguageModel(Module):
 
         dLdlogits (B, T, V). The initial state is treated as a constant (truncated BPTT).
         """
-        self.embedding.backward(self.cells_backward(self.decoder.backward(dLdlogits)))
+        self.embedding.backward(self.layers_backward(self.decoder.backward(dLdlogits)))
 
     def forward_loss(self, ids, targets, state=None):
         """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
@@ -148,6 +134,7 @@ class LanguageModel(Module):
         X, new_state = self.encode(ids, state, cache=True)
         self.lap("lstm_forward")
         B, T, H = X.shape
+        self._shape = (B, T)
         self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
         targets = backend.get_array_module(X).asarray(targets).reshape(-1)
         Z = self._head.project(X.reshape(B * T, H), out=self._logits_buffer(X).reshape(B * T, -1))
@@ -160,11 +147,11 @@ class LanguageModel(Module):
         """Backward of forward_loss: fills every parameter's gradient (truncated BPTT, as backward)."""
         if self._head is None:
             raise RuntimeError("LanguageModel.backward_loss needs a forward_loss first")
-        B, T = self._hidden[0][1].shape[:2]
+        B, T = self._shape
         dX = self._head.backward(dLdloss)               # (B*T, H_last)
         self._head = None
         self.lap("projection")
-        dX = self.cells_backward(dX.reshape(B, T, -1))  # (B, T, D)
+        dX = self.layers_backward(dX.reshape(B, T, -1))  # (B, T, D)
         self.lap("lstm_backward")
         self.embedding.backward(dX)
         self.lap("embedding")
@@ -172,7 +159,7 @@ class LanguageModel(Module):
     def lap(self, phase):
         """Tell the timer, if one is set, that `phase` has just ended (a no-op otherwise).
 
-        The phases of a training step (models.step.train_step): zero_grad, embedding, lstm_forward,
+        The phases of a training step (app.step.train_step): zero_grad, embedding, lstm_forward,
         projection, softmax_loss, projection, lstm_backward, embedding, optimizer.
         """
         if self.timer is not None:
@@ -185,25 +172,11 @@ class LanguageModel(Module):
             self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
         return self._logits
 
-    def cells_backward(self, dX):
-        """Backward of run_cells: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""
-        dX = self._drop_backward(len(self.cells), dX)
-        for k in reversed(range(len(self.cells))):
-            cell = self.cells[k]
-            B, T, _ = dX.shape
-            dG = backend.get_array_module(dX).empty((B, T, 4 * cell.hidden_size), dtype=dX.dtype)
-            dh, dc = dX[:, T - 1], None
-            with fast.recurrence_threads(B * cell.hidden_size * dG.shape[-1]):
-                for t in reversed(range(T)):
-                    dG[:, t], dh_prev, dc = cell.step_backward(dh, dc, weight_grad=False)
-                    if t > 0:
-                        dh = dX[:, t - 1] + dh_prev     # gradient from above + from step t
-            h0, Hs = self._hidden[k]                    # dW_hh += sum_t dG_t^T h_{t-1}, h_{-1} = h0
-            if T > 1:
-                cell.recurrent_weights_backward(dG[:, 1:], Hs[:, :-1])
-            if h0 is not None:
-                cell.recurrent_weights_backward(dG[:, 0], h0)
-            dX = cell.input_gates_backward(dG)          # (B, T, I): one product for all steps
+    def layers_backward(self, dX):
+        """Backward of run_layers: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""
+        dX = self._drop_backward(len(self.layers), dX)
+        for k in reversed(range(len(self.layers))):
+            dX, _ = self.layers[k].backward(dX)         # the initial state is a constant: no dh0, dc0
             dX = self._drop_backward(k, dX)
         return dX
 
@@ -271,14 +244,14 @@ class LanguageModel(Module):
     def _check_state(self, state, B):
         if state is None:
             return None
-        if len(state) != len(self.cells):
-            raise ValueError(f"LanguageModel: state must hold {len(self.cells)} (h, c) pairs, "
+        if len(state) != len(self.layers):
+            raise ValueError(f"LanguageModel: state must hold {len(self.layers)} (h, c) pairs, "
                              f"got {len(state)}")
         return state
 
     def clear_cache(self):
-        for cell in self.cells:
-            cell.clear_cache()
+        for layer in self.layers:
+            layer.clear_cache()
 
     def state_arrays(self):
         """{name: host array} of every parameter (a tied matrix appears once)."""
@@ -290,6 +263,10 @@ class LanguageModel(Module):
         return out
 
     def load_state_arrays(self, arrays):
+        """Fill every parameter from {name: array} (state_arrays' names; files written before the
+        LSTM layers were named `layers` call them `cells`)."""
+        arrays = {("layers." + k[len("cells."):] if k.startswith("cells.") else k): v
+                  for k, v in arrays.items()}
         own = {name: p for name, p, _ in self.named_parameters()}
         missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
         if missing:
@@ -305,5 +282,4 @@ class LanguageModel(Module):
 
     def save(self, path, float16=False, meta=None, vocab=None):
         """One versioned .npz file with the configuration, weights and vocabulary (models.checkpoint)."""
-        from .checkpoint import save_model
         save_model(self, path, float16=float16, meta=meta, vocab=vocab)

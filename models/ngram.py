@@ -26,6 +26,10 @@ import json
 
 import numpy as np
 
+from mytorch.nn.module import check_ids
+
+from .checkpoint import load_npz, save_npz_atomic
+
 FALLBACK_DISCOUNT = 0.75
 
 
@@ -75,8 +79,7 @@ class KneserNey:
                              f"got {stream.shape}")
         if order < 1 or V ** order >= 2 ** 63:
             raise ValueError(f"KneserNey.build: order {order} over {V} words does not fit int64 keys")
-        if stream.min() < 0 or stream.max() >= V:
-            raise ValueError(f"KneserNey.build: ids must lie in [0, {V})")
+        check_ids(stream, V, "KneserNey.build")
         counts = {order: np.unique(ngram_keys(stream, order, V), return_counts=True)}
         distinct = counts[order][0]                      # the distinct (k+1)-grams, from the top down
         for k in range(order - 1, 0, -1):                # N1+(. g): distinct (k+1)-grams that end in g
@@ -140,7 +143,6 @@ class KneserNey:
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path):
-        from .checkpoint import save_npz_atomic
         meta = dict(V=self.V, order=self.order, discounts=self.discounts, source=self.source)
         arrays = {"__meta__": np.array(json.dumps(meta)), "unigram": self.unigram}
         for k, t in self.tables.items():
@@ -149,7 +151,6 @@ class KneserNey:
 
     @classmethod
     def load(cls, path):
-        from .checkpoint import load_npz
         arrays = load_npz(path)
         meta = json.loads(str(arrays["__meta__"]))
         names = ("keys", "counts", "ctx_keys", "ctx_total", "ctx_types")

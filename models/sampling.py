@@ -4,6 +4,8 @@ Shapes: B rows, V vocabulary. All vectorised over rows.
 """
 import numpy as np
 
+from mytorch.nn.softmax import softmax
+
 
 def choose_next(logits, temperature=0.0, top_k=None, top_p=None, rng=None):
     """logits (B, V) -> next ids (B,) int64.
@@ -33,8 +35,7 @@ def choose_next(logits, temperature=0.0, top_k=None, top_p=None, rng=None):
     if top_p is not None and top_p < 1:
         order = np.argsort(-z, axis=1)                                    # (B, V) descending
         zs = np.take_along_axis(z, order, axis=1)
-        p = np.exp(zs - zs[:, :1])
-        p /= p.sum(axis=1, keepdims=True)
+        p = softmax(zs, axis=1)
         before = np.cumsum(p, axis=1) - p                                 # mass of the better words
         keep_sorted = before < top_p                                      # always keeps the best word
         keep = np.zeros_like(keep_sorted)

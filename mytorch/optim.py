@@ -10,17 +10,14 @@ grads[k]. A parameter shared by two layers (tied weights) is updated once.
     AdamW  p *= 1 - lr * wd, then Adam without the L2 term
     (SGD and Adam apply weight decay as L2: g += wd * p)
 
-Updates are in place and big tensors are split in row blocks run on a small
-thread pool: NumPy releases the GIL inside ufuncs, so the memory-bound update
-of a (33280, D) matrix uses every core instead of one. Each thread walks its
-rows in cache-sized blocks, so Adam's dozen ufuncs read p, g, m, v from
-memory about once instead of once per ufunc (mytorch.fast.parallel).
+t counts steps; buffers (buf, m, v) have their parameter's shape and live on its device.
+Each ``_update`` is the formula above for one parameter, written with ``xp`` so it runs on
+NumPy or CuPy arrays. mytorch.fast.optim has faster twins of SGD, Adam and AdamW that
+compute the same numbers (pick them with ``mytorch.fast.choose``).
 """
 import math
 
 from . import backend
-from .fast import kernels
-from .fast.parallel import CACHE_BLOCK, parallel_rows
 
 
 def unique_parameters(parameters):
@@ -95,19 +92,16 @@ class SGD(Optimizer):
 
     def _update(self, i, p, g):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
-
-        def update(p, g, *buf):
-            d = g + wd * p if wd else g
-            if mu:
-                b = buf[0]
-                if self.t == 1:
-                    b[...] = d                           # buf = g at the first step
-                else:
-                    b *= mu
-                    b += d                               # buf = mu * buf + g
-                d = d + mu * b if self.nesterov else b
-            p -= lr * d
-        parallel_rows(update, p, g, *([self.buf[i]] if mu else []), block_elements=CACHE_BLOCK)
+        d = g + wd * p if wd else g                     # L2 term: d = g + wd p
+        if mu:
+            buf = self.buf[i]
+            if self.t == 1:
+                buf[...] = d                            # buf = d at the first step
+            else:
+                buf *= mu
+                buf += d                                # buf = mu buf + d
+            d = d + mu * buf if self.nesterov else buf
+        p -= lr * d
 
 
 class Adam(Optimizer):
@@ -126,40 +120,21 @@ class Adam(Optimizer):
         return {"m": self.m, "v": self.v}
 
     def _update(self, i, p, g):
+        xp = backend.get_array_module(p)
         b1, b2 = self.betas
         lr, eps, wd = self.lr, self.eps, self.weight_decay
+        m, v = self.m[i], self.v[i]
+        if wd and self.decoupled:
+            p *= 1 - lr * wd                            # AdamW: decay the weights directly
+        elif wd:
+            g = g + wd * p                              # Adam: L2 term in the gradient
+        m *= b1
+        m += (1 - b1) * g                               # m = b1 m + (1 - b1) g
+        v *= b2
+        v += (1 - b2) * g * g                           # v = b2 v + (1 - b2) g^2
         bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        step_size = lr / bias1
-        sqrt_bias2 = math.sqrt(bias2)
-        if backend.is_cupy(p):                          # the update below in one GPU kernel
-            l2, decay = (0.0, 1 - lr * wd) if self.decoupled else (wd, 1.0)
-            kernels.adam_update(p, g, self.m[i], self.v[i], b1, b2, eps * sqrt_bias2,
-                                step_size * sqrt_bias2, l2, decay)
-            return
-        xp = backend.get_array_module(p)
-
-        def update(p, g, m, v):
-            tmp = xp.empty_like(p)                      # one cache-sized block: it never leaves the cache
-            if wd and self.decoupled:
-                p *= 1 - lr * wd                        # AdamW: decay the weights directly
-            elif wd:
-                g = g + wd * p                          # Adam: L2 term in the gradient
-            m *= b1
-            xp.multiply(g, 1 - b1, out=tmp)
-            m += tmp                                    # m = b1 m + (1 - b1) g
-            v *= b2
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v += tmp                                    # v = b2 v + (1 - b2) g^2
-            # PyTorch's denom = sqrt(v) / sqrt(bias2) + eps = (sqrt(v) + eps sqrt(bias2)) / sqrt(bias2),
-            # so p -= step_size * m / denom is p -= (step_size sqrt(bias2)) m / (sqrt(v) + eps sqrt(bias2)):
-            # the same update with one pass fewer over the (V, D) arrays
-            xp.sqrt(v, out=tmp)
-            tmp += eps * sqrt_bias2
-            xp.divide(m, tmp, out=tmp)
-            tmp *= step_size * sqrt_bias2
-            p -= tmp
-        parallel_rows(update, p, g, self.m[i], self.v[i], block_elements=CACHE_BLOCK)
+        denom = xp.sqrt(v) / math.sqrt(bias2) + eps     # sqrt(v_hat) + eps, v_hat = v / (1 - b2^t)
+        p -= lr / bias1 * m / denom                     # p -= lr m_hat / denom, m_hat = m / (1 - b1^t)
 
 
 class AdamW(Adam):

@@ -22,12 +22,13 @@ from bench import timing  # noqa: E402
 from bench import train_step as bench  # noqa: E402
 from bench.report import PHASES  # noqa: E402
 from models import LanguageModel  # noqa: E402
-from mytorch import backend  # noqa: E402
+from mytorch import backend, optim  # noqa: E402
 
-TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch", "4", "--bptt", "3",
+TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--bptt", "3",
         "--emsize", "8", "--nhid", "8", "--gemm-reps", "2"]
 KEYS = {"tokens_per_s", "torch_tokens_per_s", "ratio", "gemm_gflops", "floor_tokens_per_s",
-        "gemm_floor_fraction", "phases", "config", "backend", "peak_rss_mb", "plain_tokens_per_s",
+        "floor_fraction", "gemm_floor_tokens_per_s", "bandwidth_gbs", "optimizer_mb", "n_params",
+        "phases", "config", "backend", "peak_rss_mb", "plain_tokens_per_s",
         "fast_speedup", "fast", "processor"}
 
 
@@ -47,13 +48,17 @@ def test_main_prints_table_then_json_last(capsys):
     assert KEYS <= result.keys()
     assert result["tokens_per_s"] > 0 and result["gemm_gflops"] > 0 and result["floor_tokens_per_s"] > 0
     fraction = result["tokens_per_s"] / result["floor_tokens_per_s"]  # JSON: 4 places
-    assert result["gemm_floor_fraction"] == pytest.approx(fraction, rel=1e-2, abs=1e-4)
+    assert result["floor_fraction"] == pytest.approx(fraction, rel=1e-2, abs=1e-4)
+    assert result["floor_tokens_per_s"] < result["gemm_floor_tokens_per_s"]     # the optimizer adds time
+    # V = 500, D = H = 8, untied, two layers: embedding, projection + bias, 2 x (4H (I + H) + 8H)
+    assert result["n_params"] == 500 * 8 * 2 + 500 + 2 * (32 * 16 + 64)
+    assert result["optimizer_mb"] == pytest.approx(7 * 4 * result["n_params"] / 1e6, abs=0.1)
     assert set(result["phases"]) == {key for key, _ in PHASES}
     assert all(ms >= 0 for ms in result["phases"].values()) and sum(result["phases"].values()) > 0
     assert result["torch_tokens_per_s"] is None and result["ratio"] is None and result["torch"] is None
     assert result["backend"] == "numpy"
     assert result["plain_tokens_per_s"] > 0 and result["processor"]
-    assert set(result["fast"]) == {"loss", "lstm", "threads"}
+    assert set(result["fast"]) == {"loss", "lstm", "optim", "threads"}
     assert result["config"]["vocab"] == 500 and result["config"]["tokens_per_step"] == 12
     assert result["peak_rss_mb"] is None or result["peak_rss_mb"] > 0
     for label in ("LSTM forward", "LSTM backward", "projection", "softmax + loss", "optimizer",
@@ -70,9 +75,9 @@ def test_main_prints_table_then_json_last(capsys):
 ])
 def test_the_models_timer_sees_every_phase_in_order(cfg):
     """The phases come from the model's own step: every phase is marked, in the step's order."""
-    from models.step import train_step
+    from app.step import train_step
     model = LanguageModel(40, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"], dropout=0.2, seed=3)
-    opt = timing.optim.Adam(model.parameters())
+    opt = optim.Adam(model.parameters())
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 5, (cfg["B"], cfg["T"])), rng.integers(0, 40, (cfg["B"], cfg["T"]))
     marks = []
@@ -120,7 +125,7 @@ def test_preset_reads_train_presets_and_flags_override():
     for key in ("emsize", "nhid", "nlayers", "tied", "batch_size", "optimizer", "clip", "dropout"):
         assert cfg[key] == preset[key], key
     assert cfg["bptt"] == 7 and cfg["tokens_per_step"] == preset["batch_size"] * 7
-    with pytest.raises(bench.UsageError, match="train.PRESETS"):
+    with pytest.raises(bench.UsageError, match="the presets are"):
         bench.resolve_config(bench.parse_args(["--preset", "no-such-preset"]))
 
 

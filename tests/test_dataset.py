@@ -253,7 +253,7 @@ def test_bad_ids_raise_data_error(tmp_path):
     bad = np.empty(2, dtype=object)
     bad[:] = [np.array([1, 2, 50]), np.array([3])]
     np.save(path, bad, allow_pickle=True)
-    with pytest.raises(DataError, match=r"wiki\.valid\.npy.*outside \[0, 50\)"):
+    with pytest.raises(DataError, match=r"wiki\.valid\.npy.*must lie in \[0, 50\)"):
         load_hw4p1(tmp_path)
     bad[:] = [np.array([1.0, 2.0]), np.array([3.0])]
     np.save(path, bad, allow_pickle=True)
@@ -264,7 +264,7 @@ def test_bad_ids_raise_data_error(tmp_path):
 def test_fixture_errors(tmp_path):
     write_layout(tmp_path, vocab_size=50)
     fdir = tmp_path / "fixtures"
-    with pytest.raises(DataError, match="outside"):
+    with pytest.raises(DataError, match="must lie in"):
         load_fixtures(tmp_path, vocab_size=10)
     (fdir / "prediction.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match=r"prediction\.npz"):

@@ -1,11 +1,11 @@
-"""python -m models.decode_report on the tiny corpus: the table, the files, the oracle cache, errors."""
+"""python -m app.decode_report on the tiny corpus: the table, the files, the oracle cache, errors."""
 import json
 
 import numpy as np
 
 from dataset.corpus import load_vocab
 from models import LanguageModel
-from models.decode_report import STRATEGIES, main
+from app.decode_report import STRATEGIES, main
 
 
 def _checkpoint(tmp_path, data_dir):

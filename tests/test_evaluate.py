@@ -1,4 +1,4 @@
-"""models.evaluate: the course's fixture NLL, the whole-split NLL and the command line.
+"""app.evaluate: the course's fixture NLL, the whole-split NLL and the command line.
 
 Shapes: N rows, V vocabulary, B streams, n words per stream.
 Every result is compared with a float64 computation written here from scratch:
@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from models import LanguageModel
-from models.evaluate import fixture_nll, perplexity, stream_nll
+from app.evaluate import fixture_nll, perplexity, stream_nll
 
 V = 17
 SOS_ID, EOS_ID = 15, 16
@@ -136,7 +136,7 @@ def test_perplexity():
 
 def test_command_line_prints_both_numbers(data_dir, tmp_path, capsys):
     from dataset.corpus import load_fixtures, load_hw4p1
-    from models.evaluate import main
+    from app.evaluate import main
     data = load_hw4p1(data_dir)
     V = len(data.vocab)
     model = LanguageModel(V, emsize=6, nhid=7, nlayers=2, seed=5)

@@ -1,4 +1,4 @@
-"""models.export: the published files agree with the model file, and float16 is measured."""
+"""app.export: the published files agree with the model file, and float16 is measured."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import models
 from dataset.corpus import load_fixtures, load_hw4p1
 from fixtures import prediction_nll
-from models.export import export, main
+from app.export import export, main
 from tinydata import make_tiny_hw4p1
 
 

@@ -1,12 +1,12 @@
 """mytorch.fast: the switch, and each fast twin against the plain code it replaces.
 
-Shapes: N rows, C classes, I features, B batch, H hidden size.
+Shapes: N rows, C classes, I features, B batch, T time, H hidden size.
 """
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from mytorch import fast, nn
+from mytorch import backend, fast, nn
 from mytorch.fast import loss as fast_loss
 from mytorch.fast import lstm as fast_lstm
 from models import LanguageModel
@@ -18,14 +18,20 @@ def test_every_piece_is_on_by_default_and_each_switch_turns_one_off(monkeypatch)
     monkeypatch.delenv("MYTORCH_FAST", raising=False)
     assert all(fast.settings().values())
     assert fast.choose(nn.LSTMCell) is fast_lstm.LSTMCell
+    assert fast.choose(nn.LSTM) is fast_lstm.LSTM
     assert fast.choose(nn.LinearCrossEntropyLoss) is fast_loss.LinearCrossEntropyLoss
     assert fast.choose(nn.Linear) is nn.Linear                       # no twin: the class itself
     monkeypatch.setenv("MYTORCH_FAST_LOSS", "0")
     assert fast.choose(nn.LinearCrossEntropyLoss) is nn.LinearCrossEntropyLoss
     assert fast.choose(nn.LSTMCell) is fast_lstm.LSTMCell
+    monkeypatch.setenv("MYTORCH_FAST_LSTM", "0")
+    assert fast.choose(nn.LSTM) is nn.LSTM and fast.choose(nn.LSTMCell) is nn.LSTMCell
+    monkeypatch.delenv("MYTORCH_FAST_LSTM")
+    assert fast.choose(nn.LSTM) is fast_lstm.LSTM
     monkeypatch.setenv("MYTORCH_FAST", "0")
     assert not any(fast.settings().values())
     assert fast.choose(nn.LSTMCell) is nn.LSTMCell
+    assert fast.choose(nn.LSTM) is nn.LSTM
     with pytest.raises(ValueError, match="unknown fast piece"):
         fast.enabled("adam2")
 
@@ -68,6 +74,72 @@ def test_fast_lstm_cell_on_numpy_is_the_plain_cell(rng):
         assert_array_equal(a, b)
 
 
+def _lstm_run(cls, xp, dtype, X, state, G, dstate):
+    """forward + backward of a fresh cls layer (same seed every time) -> host arrays of everything."""
+    layer = cls(X.shape[-1], G.shape[-1], dtype=dtype, rng=np.random.default_rng(2))
+    Hs, (hT, cT) = layer.forward(xp.asarray(X), tuple(xp.asarray(a) for a in state))
+    dX, (dh0, dc0) = layer.backward(xp.asarray(G), tuple(xp.asarray(a) for a in dstate))
+    return [backend.to_numpy(a) for a in (Hs, hT, cT, dX, dh0, dc0, *layer.grads.values())]
+
+
+def _lstm_data(rng, dtype, B=3, T=5, I=4, H=6):
+    X, G = rng.standard_normal((B, T, I)) * 2, rng.standard_normal((B, T, H))
+    state = (rng.standard_normal((B, H)), rng.standard_normal((B, H)))
+    dstate = (rng.standard_normal((B, H)), rng.standard_normal((B, H)))
+    return [a.astype(dtype) for a in (X, *state, G, *dstate)]
+
+
+def test_fast_lstm_on_numpy_is_the_plain_lstm(rng):
+    X, h0, c0, G, dh, dc = _lstm_data(rng, np.float64)
+    plain, twin = (_lstm_run(cls, np, np.float64, X, (h0, c0), G, (dh, dc))
+                   for cls in (nn.LSTM, fast_lstm.LSTM))
+    assert len(plain) == 10
+    for a, b in zip(plain, twin):
+        assert_array_equal(a, b)
+
+
+def test_fast_lstm_runs_its_time_loops_under_recurrence_threads(rng, monkeypatch):
+    """Both time loops enter recurrence_threads with one step's (B, H) x (H, 4H) size; nothing else does."""
+    B, T, I, H = 3, 4, 5, 2
+    entered, inside = [], []
+    real = fast.recurrence_threads
+    monkeypatch.setattr(fast, "recurrence_threads", lambda macs: entered.append(macs) or real(macs))
+    layer = fast_lstm.LSTM(I, H, dtype=np.float64, rng=rng)
+    for name in ("cell_update", "cell_update_backward"):    # every step runs inside the region
+        fn = getattr(layer, name)
+        monkeypatch.setattr(layer, name, lambda *a, fn=fn: inside.append(len(entered)) or fn(*a))
+    layer.forward(rng.standard_normal((B, T, I)))
+    assert entered == [B * H * 4 * H] and inside == [1] * T
+    layer.backward(rng.standard_normal((B, T, H)))
+    assert entered == [B * H * 4 * H] * 2 and inside == [1] * T + [2] * T
+    nn.LSTM(I, H, rng=rng).forward(rng.standard_normal((B, T, I)))
+    assert len(entered) == 2                                     # the plain layer never does
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cupy_status()[0], reason=backend.cupy_status()[1])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_fast_lstm_on_cupy_matches_the_plain_lstm_on_numpy(rng, dtype, tol, monkeypatch):
+    """The twin's fused kernels on the GPU against the plain layer on the host, each kernel once a step."""
+    from mytorch.fast import kernels
+    X, h0, c0, G, dh, dc = _lstm_data(rng, dtype)
+    host = _lstm_run(nn.LSTM, np, dtype, X, (h0, c0), G, (dh, dc))
+    calls = []
+    for name in ("lstm_step_forward", "lstm_step_backward"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    backend.set_backend("cupy")
+    try:
+        dev = _lstm_run(fast_lstm.LSTM, backend.xp(), dtype, X, (h0, c0), G, (dh, dc))
+    finally:
+        backend.set_backend("numpy")
+    for a, b in zip(dev, host):
+        assert a.dtype == dtype
+        assert_allclose(a, b, rtol=tol, atol=tol)
+    T = X.shape[1]
+    assert calls.count("lstm_step_forward") == T and calls.count("lstm_step_backward") == T
+
+
 def test_the_model_trains_the_same_with_every_speed_up_off(rng, monkeypatch):
     """One training step's loss and gradients, fast tier on and off."""
     ids, targets = rng.integers(0, 50, (4, 6)), rng.integers(0, 50, (4, 6))
@@ -75,7 +147,7 @@ def test_the_model_trains_the_same_with_every_speed_up_off(rng, monkeypatch):
     for off in ("1", "0"):
         monkeypatch.setenv("MYTORCH_FAST", off)
         model = LanguageModel(50, emsize=8, nhid=9, nlayers=2, tied=False, seed=3, dtype=np.float64)
-        assert isinstance(model.cells[0], fast_lstm.LSTMCell) == (off == "1")
+        assert isinstance(model.layers[0], fast_lstm.LSTM) == (off == "1")
         loss, _ = model.forward_loss(ids, targets)
         model.backward_loss()
         runs.append([np.array(loss)] + [g.copy() for _, _, g in model.named_parameters()])

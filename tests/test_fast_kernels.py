@@ -11,7 +11,8 @@ from mytorch import backend
 from mytorch.fast import kernels
 from mytorch.fast.lstm import LSTMCell as FastLSTMCell
 from mytorch.nn import LSTMCell
-from mytorch.optim import Adam, AdamW
+from mytorch import optim
+from mytorch.fast import optim as fast_optim
 
 usable, reason = backend.cupy_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not usable, reason=reason)]
@@ -57,14 +58,19 @@ def test_lstm_step_kernels_match_numpy(cupy_backend, rng, dtype, tol, monkeypatc
     assert calls.count("lstm_step_forward") == T and calls.count("lstm_step_backward") == T
 
 
-@pytest.mark.parametrize("opt_cls, kw", [(Adam, dict(lr=0.01)), (Adam, dict(lr=0.01, weight_decay=0.1)),
-                                         (AdamW, dict(lr=0.01, weight_decay=0.1))])
-def test_adam_kernel_matches_numpy(cupy_backend, rng, opt_cls, kw):
+@pytest.mark.parametrize("plain_cls, fast_cls, kw",
+                         [(optim.Adam, fast_optim.Adam, dict(lr=0.01)),
+                          (optim.Adam, fast_optim.Adam, dict(lr=0.01, weight_decay=0.1)),
+                          (optim.AdamW, fast_optim.AdamW, dict(lr=0.01, weight_decay=0.1))])
+def test_adam_kernel_matches_numpy(cupy_backend, rng, monkeypatch, plain_cls, fast_cls, kw):
+    """fast Adam on CuPy (kernels.adam_update) against the plain Adam on NumPy, 3 steps."""
     cp = cupy_backend
+    calls, real = [], kernels.adam_update
+    monkeypatch.setattr(kernels, "adam_update", lambda *a: calls.append(1) or real(*a))
     W = rng.standard_normal((6, 5))
     grads = [rng.standard_normal(W.shape) for _ in range(3)]
     results = []
-    for mod in (np, cp):
+    for mod, opt_cls in ((np, plain_cls), (cp, fast_cls)):
         p, g = mod.asarray(W.copy()), mod.zeros_like(mod.asarray(W))
         opt = opt_cls([({"W": p}, {"W": g})], **kw)
         for gs in grads:
@@ -74,3 +80,4 @@ def test_adam_kernel_matches_numpy(cupy_backend, rng, opt_cls, kw):
     for a, b in zip(*results):
         assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     assert not np.allclose(results[1][0], W)                        # it did move
+    assert len(calls) == 3                                          # the kernel did run

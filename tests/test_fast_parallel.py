@@ -26,6 +26,24 @@ def test_every_row_is_visited_once(monkeypatch, threads, shape, block_elements):
         assert max(sizes) <= max(1, block_elements // shape[1])
 
 
+@pytest.mark.parametrize("block_elements", [None, 3000])
+def test_blocks_of_several_arrays_are_the_same_rows(monkeypatch, block_elements):
+    """fn gets matching row ranges of every array (a row-dependent b shows any misalignment)."""
+    monkeypatch.setenv("MYTORCH_THREADS", "3")
+    n, d = 1025, 300
+    a = np.zeros((n, d))
+    b = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, d))
+
+    def fn(a, b):
+        a += 1.0
+        a += b
+    parallel.parallel_rows(fn, a, b, block_elements=block_elements)
+    np.testing.assert_array_equal(a, 1.0 + b)
+    small = np.zeros((4, 3))
+    parallel.parallel_rows(lambda x: x.__iadd__(1.0), small, block_elements=block_elements)
+    np.testing.assert_array_equal(small, 1.0)
+
+
 def test_blocks_split_a_big_array(monkeypatch):
     """(1000, 300) in blocks of 3,000 elements: 10 rows a call, on 2 threads 2 x 50 calls."""
     monkeypatch.setenv("MYTORCH_THREADS", "2")
@@ -60,7 +78,7 @@ def _spin_after(code, env=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("entry", ["import train", "import bench.train_step", "import models.predict",
+@pytest.mark.parametrize("entry", ["import train", "import bench.train_step", "import app.predict",
                                    "import mytorch"])
 def test_entry_points_shorten_openblas_spin(entry):
     """The programs that train import mytorch before numpy, so OpenBLAS's idle spin is 2^16 cycles."""

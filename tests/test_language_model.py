@@ -45,7 +45,7 @@ def _model(tied=False, dropout=0.0, dropouth=None, D=4, H=5, L=2, vocab=V, seed=
 
 def _rand_state(model, B, rng):
     return [(rng.uniform(-0.5, 0.5, (B, c.hidden_size)), rng.uniform(-0.5, 0.5, (B, c.hidden_size)))
-            for c in model.cells]
+            for c in model.layers]
 
 
 class _FixedMasks:
@@ -105,7 +105,7 @@ def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_sta
     grads = {name: g.copy() for name, _, g in model.named_parameters()}
     if dropout > 0:   # the masks really drop something, so the check covers their backward
         assert any((d.mask == 0).any() for d in model.drops)
-    assert all(not c._inputs and not c._steps for c in model.cells), "backward left per-step caches behind"
+    assert all(layer._cache is None for layer in model.layers), "backward left a cache behind"
 
     def f():
         masks.restore()
@@ -198,7 +198,7 @@ def test_two_sequences_in_a_row_leave_nothing_behind(rng):
         assert_allclose(c1, c2, rtol=1e-12, atol=1e-14)
     for n in gb:
         assert_allclose(ga[n], gb[n], rtol=1e-12, atol=1e-14)
-    assert all(not c._inputs and not c._steps for c in used.cells)
+    assert all(layer._cache is None for layer in used.layers)
 
 
 # ------------------------------------------------------------------ forward, state, predict
@@ -264,7 +264,7 @@ def test_predict_is_forwards_last_step(B, T, rng):
     assert scores.shape == (B, V)
     assert_allclose(scores, model.forward(ids)[0][:, -1], rtol=1e-12, atol=1e-14)
     model.clear_cache()
-    assert all(not c._inputs and not c._steps for c in model.cells)  # predict caches nothing
+    assert all(layer._cache is None for layer in model.layers)  # predict caches nothing
 
 
 def test_inference_never_drops_and_keeps_the_mode(rng):
@@ -433,7 +433,7 @@ def test_save_rejects_a_vocabulary_of_the_wrong_size(tmp_path):
         _model().save(tmp_path / "x.npz", vocab=_vocab_words(V - 1))
 
 
-# ------------------------------------------------------------------ models.predict (the command)
+# ------------------------------------------------------------------ app.predict (the command)
 
 def _saved(tmp_path, vocab=True, seed=0):
     model = _model(dtype=np.float32, seed=seed, scale=1.0, dropout=0.4)   # the command must use eval mode
@@ -443,7 +443,7 @@ def _saved(tmp_path, vocab=True, seed=0):
 
 
 def _run_predict(argv, capsys):
-    from models import predict
+    from app import predict
     code = predict.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err

@@ -1,9 +1,9 @@
-"""LSTMCell: one step, BPTT through T steps, the hoisted input path, and reuse.
+"""LSTMCell: one step, BPTT through T steps driven by the caller, and reuse.
 
 Shapes: B batch, T time, I input, H hidden, 4H stacked gates (i, f, g, o).
 Gradients against central differences in float64; the forward against a naive
 reference written here from PyTorch's torch.nn.LSTMCell formulas (torch itself
-is not a dependency).
+is not a dependency). nn.LSTM, the sequence layer, is tested in test_lstm_layer.py.
 """
 import numpy as np
 import pytest
@@ -165,43 +165,6 @@ def test_bptt_gradients_match_finite_differences(rng, T):
         check_gradient(f, cell.params[name], cell.grads[name].copy(), rtol=1e-6)
 
 
-def test_hoisted_input_gates_path_matches_per_step_path(rng):
-    T = int(rng.integers(1, 6))
-    B, I, H = _sizes(rng)
-    ref = _cell(I, H, rng)
-    cell = _cell(I, H, rng)
-    _copy_weights(cell, ref)
-    X_bt = rng.standard_normal((B, T, I))                     # batch-first for the hoisted path
-    h0, c0 = rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    G, Gc = rng.standard_normal((B, T, H)), rng.standard_normal((B, H))
-
-    r_hs, r_cT, r_dX, r_dh0, r_dc0 = _run_sequence(
-        ref, X_bt.transpose(1, 0, 2).copy(), h0, c0, G.transpose(1, 0, 2).copy(), Gc)
-
-    xg = cell.input_gates(X_bt)                               # (B, T, 4H)
-    assert xg.shape == (B, T, 4 * H)
-    state, hs = (h0, c0), []
-    for t in range(T):
-        state = cell.step(xg[:, t], state)
-        hs.append(state[0])
-    dG = np.zeros((B, T, 4 * H))
-    dh, dc = np.zeros((B, H)), Gc
-    for t in reversed(range(T)):
-        dG[:, t], dh, dc = cell.step_backward(G[:, t] + dh, dc)
-    dX = cell.input_gates_backward(dG)
-
-    assert_allclose(np.stack(hs), r_hs, rtol=1e-12, atol=1e-14)
-    assert_allclose(state[1], r_cT, rtol=1e-12, atol=1e-14)
-    assert_allclose(dX, r_dX.transpose(1, 0, 2), rtol=1e-10, atol=1e-13)
-    assert_allclose(dh, r_dh0, rtol=1e-10, atol=1e-13)
-    assert_allclose(dc, r_dc0, rtol=1e-10, atol=1e-13)
-    for name in PARAMS:
-        assert_allclose(cell.grads[name], ref.grads[name], rtol=1e-10, atol=1e-13, err_msg=name)
-    # every cache was consumed
-    with pytest.raises(RuntimeError):
-        cell.step_backward(np.zeros((B, H)))
-
-
 def test_cell_reused_for_a_second_sequence_matches_a_fresh_cell(rng):
     T1, T2 = 3, int(rng.integers(1, 5))
     B, I, H = 2, 3, 4
@@ -244,8 +207,7 @@ def test_clear_cache_drops_an_unused_forward(rng):
         assert_allclose(a, b, rtol=1e-13, atol=1e-15)
     with pytest.raises(RuntimeError):
         cell.backward(np.zeros((B, H)))
-    with pytest.raises(RuntimeError):     # no input cache left over either
-        cell.input_gates_backward(np.zeros((B, 4 * H)))
+    assert cell._cache == []
 
 
 def test_batch_of_one(rng):
@@ -296,12 +258,11 @@ def test_backward_more_times_than_forward_raises(rng):
         cell.backward(np.zeros((B, H)))
     cell.forward(rng.standard_normal((B, I)))
     cell.backward(rng.standard_normal((B, H)))
+    with pytest.raises(RuntimeError, match="more times than forward"):
+        cell.backward(rng.standard_normal((B, H)))
+    cell.forward(rng.standard_normal((B, I)), cache=False)    # an inference step stores nothing
     with pytest.raises(RuntimeError):
         cell.backward(rng.standard_normal((B, H)))
-    with pytest.raises(RuntimeError):
-        cell.step_backward(rng.standard_normal((B, H)))
-    with pytest.raises(RuntimeError):
-        cell.input_gates_backward(rng.standard_normal((B, 4 * H)))
 
 
 def test_wrong_shapes_raise(rng):
@@ -317,10 +278,9 @@ def test_wrong_shapes_raise(rng):
         (rng.standard_normal((B + 1, I)), (ok_h, ok_c)),      # batch of x differs from the state's
     ]
     for x, state in bad_inputs:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"LSTMCell: expected (x|h|c) of shape"):
             cell.forward(x, state)
-    with pytest.raises(ValueError):
-        cell.input_gates(rng.standard_normal((B, 2, I + 2)))
+    assert cell._cache == []
 
 
 def test_failed_calls_leave_the_cell_usable(rng):
@@ -351,7 +311,7 @@ def test_failed_calls_leave_the_cell_usable(rng):
         assert_allclose(cell.grads[name], fresh.grads[name], rtol=1e-13, atol=1e-15)
     with pytest.raises(RuntimeError):
         cell.backward(np.zeros((B, H)))
-    assert cell._inputs == [] and cell._steps == []          # nothing left behind by the errors
+    assert cell._cache == []                                  # nothing left behind by the errors
 
 
 def test_grads_accumulate_across_sequences_and_zero_grad_clears(rng):

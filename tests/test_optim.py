@@ -5,14 +5,12 @@ parameters (float64), one step at a time, and compared after every step.
 Parameters come as (params, grads) dict pairs, what Module.parameters() returns.
 """
 import math
-import threading
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from mytorch import optim
-from mytorch.optim import SGD, Adam, AdamW, CosineAnnealingLR, clip_grad_norm, parallel_rows
+from mytorch.optim import SGD, Adam, AdamW, CosineAnnealingLR, clip_grad_norm
 
 SHAPES = [{"W": (3, 4), "b": (4,)}, {"E": (5, 2)}]
 
@@ -128,54 +126,6 @@ def test_updates_match_the_formulas(rng, name, opt_cls, ref_cls, kw):
         ref.step(gs)
         _check_close(pairs, names, ref, before)
     assert opt.t == steps
-
-
-@pytest.mark.parametrize("name, opt_cls, ref_cls, kw",
-                         [c for c in CASES if c[0] in ("sgd-all", "adam-l2", "adamw")],
-                         ids=["sgd-all", "adam-l2", "adamw"])
-def test_big_tensor_threaded_path_matches_the_formulas(rng, monkeypatch, name, opt_cls, ref_cls, kw):
-    """(1024, 300) float64 > 2**18 elements: split in row blocks run on the thread pool."""
-    monkeypatch.setenv("MYTORCH_THREADS", "3")                  # several blocks even on one core
-    blocks, orig = [], optim.parallel_rows
-
-    def spy(fn, *arrays, **kw):
-        def counted(*views):
-            blocks.append((arrays[0].shape, views[0].shape[0], threading.get_ident()))
-            fn(*views)
-        orig(counted, *arrays, **kw)
-
-    monkeypatch.setattr(optim, "parallel_rows", spy)
-    shapes = [{"big": (1024, 300), "small": (7,)}]
-    pairs, names = _make_pairs(rng, shapes)
-    ref = _reference(ref_cls, opt_cls, _values(pairs, names), kw)
-    opt = opt_cls(pairs, **kw)
-    for gs in _grad_sequence(rng, pairs, names, 3):
-        before = _values(pairs, names)
-        _set_grads(pairs, names, gs)
-        opt.step()
-        ref.step(gs)
-        _check_close(pairs, names, ref, before)
-    big = [b for b in blocks if b[0] == (1024, 300)]
-    assert len(big) >= 3 * 2 and sum(b[1] for b in big) == 3 * 1024   # split in >= 2 blocks per step
-    assert all(b[1] < 1024 for b in big)
-    assert any(b[2] != threading.get_ident() for b in big)      # ran on pool threads
-    assert [b[1] for b in blocks if b[0] == (7,)] == [7, 7, 7]  # small tensors: one call
-
-
-def test_parallel_rows_covers_every_row_once(monkeypatch):
-    monkeypatch.setenv("MYTORCH_THREADS", "3")
-    n, d = 1025, 300
-    a = np.zeros((n, d))
-    b = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, d))
-
-    def fn(a, b):
-        a += 1.0
-        a += b
-    parallel_rows(fn, a, b)
-    assert_allclose(a, 1.0 + b, rtol=0, atol=0)
-    small = np.zeros((4, 3))
-    parallel_rows(lambda x: x.__iadd__(1.0), small)
-    assert_allclose(small, 1.0, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("opt_cls, kw", [(SGD, dict(lr=0.1)), (SGD, dict(lr=0.1, momentum=0.9)),

@@ -1,6 +1,6 @@
 """The committed model (checkpoints/reference.*) does what its card says.
 
-The card (reference.json) is written by `python -m models.export`; these tests recompute its
+The card (reference.json) is written by `python -m app.export`; these tests recompute its
 fixture NLL and its test-fixture predictions from the committed files, so a checkpoint and
 its numbers can never drift apart.
 """
@@ -20,7 +20,7 @@ REF = Path(__file__).resolve().parents[1] / "checkpoints"
 @pytest.fixture(scope="module")
 def reference():
     path = REF / "reference.npz"
-    assert path.is_file(), "checkpoints/reference.npz is missing (python -m models.export RUN/best.npz)"
+    assert path.is_file(), "checkpoints/reference.npz is missing (python -m app.export RUN/best.npz)"
     return models.load(path), json.loads((REF / "reference.json").read_text())
 
 

@@ -139,7 +139,7 @@ def test_token_ids_out_of_range_in_data(data_dir, tmp_path, capsys):
     data = Path(shutil.copytree(data_dir, tmp_path / "data"))
     np.save(data / "fixtures" / "generation.npy", np.full((4, 21), 10_000, dtype=np.int64))
     rc = train.main(["--data", str(data), "--save", str(tmp_path / "run"), *TINY])
-    one_error_line(capsys, rc, "generation.npy", "outside [0,")
+    one_error_line(capsys, rc, "generation.npy", "must lie in [0,")
 
 
 def damage_file(path, how):
@@ -323,11 +323,11 @@ LAYER_CASES = {
                         r"LSTMCell: expected x of shape \(B, 3\), got \(2, 7, 3\)"),
     "LSTMCell state": (_lstm_bad_state, ValueError, r"LSTMCell: expected h of shape \(2, 4\)"),
     "Embedding float ids": (lambda: Embedding(10, 4).forward(np.array([[1.5]])), TypeError,
-                            "Embedding: ids must be integers"),
+                            "Embedding: token ids must be integers"),
     "Embedding id too big": (lambda: Embedding(10, 4).forward(np.array([[10]])), ValueError,
-                             r"Embedding: ids must lie in \[0, 10\)"),
+                             r"Embedding: token ids must lie in \[0, 10\)"),
     "Embedding negative id": (lambda: Embedding(10, 4).forward(np.array([[-1]])), ValueError,
-                              r"Embedding: ids must lie in \[0, 10\)"),
+                              r"Embedding: token ids must lie in \[0, 10\)"),
     "CE logits rank": (lambda: CrossEntropyLoss().forward(np.zeros(5, np.float32), np.zeros(5, np.int64)),
                        ValueError, r"CrossEntropyLoss: expected logits of shape \(N, C\)"),
     "CE targets length": (lambda: CrossEntropyLoss().forward(np.zeros((4, 3), np.float32),

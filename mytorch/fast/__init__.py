@@ -8,13 +8,19 @@ what its plain twin computes (tests/test_fast_*.py compare the two) and is picke
     loss.LinearCrossEntropyLoss      nn.LinearCrossEntropyLoss.exp_rows: the      MYTORCH_FAST_LOSS
                                      bias / max / exp / sum pass over the (N, V)
                                      logits, in cache-sized row blocks on every core
-    lstm.LSTMCell                    nn.LSTMCell.cell_update(_backward): one      MYTORCH_FAST_LSTM
-                                     fused CuPy kernel per step on the GPU
-                                     (kernels.py); NumPy arrays take the plain code
-    recurrence_threads               the BPTT loops of models.LanguageModel: one  MYTORCH_FAST_THREADS
-                                     BLAS thread for small per-step products
+    lstm.LSTMCell, lstm.LSTM         nn.LSTMCell's and nn.LSTM's cell_update      MYTORCH_FAST_LSTM
+                                     (_backward): one fused CuPy kernel per step
+                                     on the GPU (kernels.py); NumPy arrays take
+                                     the plain code
+    recurrence_threads               nn.LSTM's time loops, forward and backward   MYTORCH_FAST_THREADS
+                                     (entered by lstm.LSTM): one BLAS thread for
+                                     small per-step products
+    optim.SGD, optim.Adam,           optim's SGD/Adam _update: the memory-bound   MYTORCH_FAST_OPTIM
+    optim.AdamW                      update in cache-sized row blocks on every
+                                     core, so p, g, m, v cross the memory bus once
+                                     a step; one CuPy kernel per Adam update
     parallel.py, kernels.py          the machinery: thread pool, row blocks, BLAS thread scoping,
-                                     CuPy kernels (also used by mytorch.optim's Adam)
+                                     CuPy kernels
 
 MYTORCH_FAST=0 turns every piece off; MYTORCH_FAST_<NAME>=0 turns one off. The switches are
 read when a layer is built (``choose``) or a region entered, so a test can flip them.
@@ -23,11 +29,15 @@ import os
 from contextlib import nullcontext
 
 from .. import nn
-from . import loss, lstm
+from .. import optim as plain_optim  # not `optim`: that name is the fast submodule, as loss and lstm are
+from . import loss, lstm, optim
 from .parallel import blas_threads_for
 
-PIECES = {"loss": (nn.LinearCrossEntropyLoss, loss.LinearCrossEntropyLoss),
-          "lstm": (nn.LSTMCell, lstm.LSTMCell)}
+# switch name -> [(plain class, its fast twin)]
+PIECES = {"loss": [(nn.LinearCrossEntropyLoss, loss.LinearCrossEntropyLoss)],
+          "lstm": [(nn.LSTMCell, lstm.LSTMCell), (nn.LSTM, lstm.LSTM)],
+          "optim": [(plain_optim.SGD, optim.SGD), (plain_optim.Adam, optim.Adam),
+                    (plain_optim.AdamW, optim.AdamW)]}
 SWITCHES = tuple(PIECES) + ("threads",)
 
 
@@ -42,9 +52,10 @@ def enabled(name):
 
 def choose(cls):
     """The class to build for `cls`: its fast twin when it has one and that is switched on, else cls."""
-    for name, (plain, twin) in PIECES.items():
-        if cls is plain:
-            return twin if enabled(name) else cls
+    for name, pairs in PIECES.items():
+        for plain, twin in pairs:
+            if cls is plain:
+                return twin if enabled(name) else cls
     return cls
 
 

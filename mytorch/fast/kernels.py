@@ -88,5 +88,8 @@ def _adam_kernel():
 
 
 def adam_update(p, g, m, v, b1, b2, eps_hat, step, wd, decay):
-    """In place: p, m, v of one parameter (any shape), Adam's update in one launch (mytorch.optim)."""
+    """In place: p, m, v of one parameter (any shape), mytorch.optim.Adam's update in one launch.
+
+    Called by mytorch.fast.optim.Adam, which folds the bias corrections into eps_hat and step.
+    """
     _adam_kernel()(g, b1, b2, eps_hat, step, wd, decay, p, m, v)

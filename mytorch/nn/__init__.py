@@ -4,7 +4,7 @@ Shape letters: B batch, T time, N rows (B*T), I/D features, H hidden, C classes,
 """
 from .module import Module  # noqa: F401
 from .linear import Linear, Embedding  # noqa: F401
-from .lstm import LSTMCell  # noqa: F401
+from .lstm import LSTMCell, LSTM  # noqa: F401
 from .softmax import Softmax, softmax, log_softmax  # noqa: F401
 from .attention import Attention  # noqa: F401
 from .loss import CrossEntropyLoss, LinearCrossEntropyLoss  # noqa: F401

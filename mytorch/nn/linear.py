@@ -6,7 +6,7 @@ O out_features, V vocabulary, D embedding dim.
 import numpy as np
 
 from .. import backend
-from .module import Module, check_last_dim
+from .module import Module, check_ids, check_last_dim
 
 
 def _uniform(shape, bound, dtype, rng):
@@ -72,11 +72,7 @@ class Embedding(Module):
 
     def forward(self, ids):
         xp = backend.get_array_module(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"Embedding: ids must be integers, got dtype {ids.dtype}")
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):
-            raise ValueError(f"Embedding: ids must lie in [0, {self.num_embeddings}), got range "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        check_ids(ids, self.num_embeddings, "Embedding")
         self.ids = xp.asarray(ids)
         return self.params["W"][self.ids]               # (*S, D)
 

@@ -18,6 +18,18 @@ from .. import backend
 from .module import check_last_dim
 
 
+def exp_shifted(Z, out):
+    """out = exp(Z - m), m = the row max of Z (out may be Z itself).  Z (N, C) -> m (N, 1).
+
+    Every exp argument is <= 0, so nothing overflows; log-sum-exp is then m + log(sum(out)).
+    """
+    xp = backend.get_array_module(Z)
+    m = Z.max(axis=1, keepdims=True)                    # (N, 1)
+    xp.subtract(Z, m, out=out)
+    xp.exp(out, out=out)
+    return m
+
+
 class CrossEntropyLoss:
     """Mean negative log-likelihood of integer targets under softmax(logits).
 
@@ -40,9 +52,7 @@ class CrossEntropyLoss:
         rows = xp.arange(N)
         target = Z[rows, y]                             # (N,) read before Z is overwritten
         E = Z if self.inplace else xp.empty_like(Z)
-        m = Z.max(axis=1, keepdims=True)                # (N, 1)
-        xp.subtract(Z, m, out=E)
-        xp.exp(E, out=E)                                # exp(Z - m), all <= 1: no overflow
+        m = exp_shifted(Z, out=E)                       # E = exp(Z - m), all <= 1; m (N, 1)
         s = E.sum(axis=1, dtype=np.float64)             # (N,)
         self.E, self.s, self.y, self.rows = E, s, y, rows
         # L = mean(log s + m - Z_y)
@@ -128,11 +138,8 @@ class LinearCrossEntropyLoss:
 
         Every exp argument is <= 0: no overflow. (mytorch.fast.loss does this pass on all cores.)
         """
-        xp = backend.get_array_module(Z)
         Z += self.linear.params["b"]
-        m = Z.max(axis=1, keepdims=True)
-        Z -= m
-        xp.exp(Z, out=Z)
+        m = exp_shifted(Z, out=Z)
         return m, Z.sum(axis=1)
 
     def backward(self, dLdloss=1.0):

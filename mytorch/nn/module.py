@@ -76,3 +76,22 @@ def check_last_dim(x, size, layer, what="input"):
     """Raise a clear error when x's last axis is not `size`."""
     if x.ndim < 1 or x.shape[-1] != size:
         raise ValueError(f"{layer}: expected {what} of shape (..., {size}), got {tuple(x.shape)}")
+
+
+def check_ids(ids, num_ids, who, shape=None):
+    """Raise a clear error unless ids is an integer array with 0 <= id < num_ids.
+
+    shape: None for any shape, or a legend such as "(B, T)": exactly that many axes, each >= 1.
+    """
+    if not hasattr(ids, "ndim") or not hasattr(ids, "dtype"):
+        raise TypeError(f"{who}: token ids must be an integer array{' of shape ' + shape if shape else ''}, "
+                        f"got {type(ids).__name__}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{who}: token ids must be integers, got dtype {ids.dtype}")
+    if shape is not None and (ids.ndim != shape.count(",") + 1 or 0 in ids.shape):
+        raise ValueError(f"{who}: token ids must have shape {shape} with {shape[1:-1]} >= 1, "
+                         f"got {tuple(ids.shape)}")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= num_ids:
+            raise ValueError(f"{who}: token ids must lie in [0, {num_ids}), got values in [{lo}, {hi}]")

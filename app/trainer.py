@@ -9,7 +9,6 @@ both, so a run restored from state.npz continues bit-identically (on the CPU).
 """
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,11 +17,13 @@ import numpy as np
 
 from dataset.loader import LanguageModelLoader
 from fixtures import format_generation
+from models.checkpoint import (CheckpointError, model_arrays, read_model_file, save_npz_atomic,
+                               write_text_atomic)
 from mytorch import backend, optim
 
-from .checkpoint import CheckpointError, model_arrays, read_model_file, save_npz_atomic, write_text_atomic
+from .config import build_model, build_optimizer
 from .evaluate import fixture_nll, perplexity, stream_nll
-from .language_model import LanguageModel
+from .progress import Progress, plot_curves
 from .step import train_step
 
 
@@ -39,16 +40,14 @@ class Run:
         self.data, self.fx = data, fixtures
         V = len(data.vocab)
         self.sos, self.eos = V - 2, V - 1
-        self.model = LanguageModel(V, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
-                                   cfg["dropout"], cfg["dropouth"], seed=cfg["seed"])
+        self.model = build_model(cfg, V, seed=cfg["seed"])
         self.model.vocab = data.vocab               # so generated samples leave out <unk> too
         self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
                                           shuffle=True, drop_last=True, seed=cfg["seed"])
         self.batches_per_epoch = len(self.loader)
         if cfg["max_batches"]:
             self.batches_per_epoch = min(self.batches_per_epoch, cfg["max_batches"])
-        opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[cfg["optimizer"]]
-        self.opt = opt_cls(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
+        self.opt = build_optimizer(cfg, self.model)
         self.sched = optim.CosineAnnealingLR(self.opt, T_max=cfg["epochs"] * self.batches_per_epoch)
         self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
                         train_seconds=0.0)
@@ -127,7 +126,7 @@ class Run:
 
     # -- one training step ------------------------------------------------------------
     def train_step(self, x, y):
-        """One step (models.step) and one tick of the per-batch cosine schedule."""
+        """One step (app.step) and one tick of the per-batch cosine schedule."""
         loss, norm = train_step(self.model, self.opt, x, y, self.cfg["clip"])
         if math.isfinite(loss) and math.isfinite(norm):
             self.sched.step()
@@ -232,59 +231,6 @@ def try_write(path, write):
 
 class TrainingDiverged(Exception):
     pass
-
-
-class Progress:
-    """A one-line progress bar on stderr: batches, loss, lr, tokens/s and time left."""
-
-    def __init__(self, total, tokens_per_batch, label, start=0, enabled=True):
-        self.total, self.tpb, self.label, self.n = total, tokens_per_batch, label, start
-        self.start_n, self.t0, self.last = start, time.time(), 0.0
-        self.enabled = enabled and sys.stderr.isatty() or os.environ.get("MYTORCH_PROGRESS") == "1"
-
-    def update(self, loss, lr):
-        self.n += 1
-        now = time.time()
-        if not self.enabled or (now - self.last < 0.5 and self.n < self.total):
-            return
-        self.last = now
-        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
-        left = (self.total - self.n) / max(rate, 1e-9)
-        width = 24
-        fill = int(width * self.n / max(self.total, 1))
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.n}/{self.total} "
-                         f"loss {loss:.3f} lr {lr:.2e} {rate * self.tpb:,.0f} tok/s "
-                         f"{int(left // 60)}:{int(left % 60):02d} left ")
-        sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def plot_curves(metrics, path):
-    """curves.png: train loss and validation NLL per epoch (a warning, not a crash, without matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"\nwarning: matplotlib is not installed (pip install -e .): {path} not written",
-              file=sys.stderr)
-        return
-    epochs = [m["epoch"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train loss (mean over epoch)")
-    ax.plot(epochs, [m["val_nll"] for m in metrics], "s-", label="validation NLL (fixtures)")
-    ax.plot(epochs, [m["valid_nll"] for m in metrics], "^-", label="validation NLL (whole split)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per word")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run_record(arrays, path):

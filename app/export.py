@@ -1,6 +1,6 @@
 """Publish a trained model: checkpoint, test-fixture predictions, generated text and a model card.
 
-    python -m models.export runs/default-<time>/best.npz --data ../shared/data/hw4p1 \
+    python -m app.export runs/default-<time>/best.npz --data ../shared/data/hw4p1 \
         --out checkpoints/reference
 
 writes, for a prefix P (here checkpoints/reference):
@@ -26,7 +26,7 @@ def export(model_path, data_dir, out_prefix, float16=False):
     from dataset.corpus import load_fixtures, load_hw4p1
     from fixtures import format_generation
 
-    from .checkpoint import load_model, save_model
+    from models import load as load_model, save_model
     from .evaluate import fixture_nll, perplexity, stream_nll
 
     model = load_model(model_path)
@@ -63,7 +63,7 @@ def main(argv=None):
     p.add_argument("--float16", action="store_true", help="store the weights as float16")
     args = p.parse_args(argv)
     from dataset.corpus import DataError
-    from .checkpoint import CheckpointError
+    from models.checkpoint import CheckpointError
     try:
         card = export(args.model, args.data, args.out, args.float16)
     except (DataError, CheckpointError, OSError) as err:

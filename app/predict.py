@@ -1,7 +1,7 @@
 """Use a trained model: the most likely next words after a prompt, and a continuation.
 
-    python -m models.predict --checkpoint checkpoints/reference.npz "The cat is on the"
-    python -m models.predict --checkpoint best.npz "The cat is on the" --words 30 \
+    python -m app.predict --checkpoint checkpoints/reference.npz "The cat is on the"
+    python -m app.predict --checkpoint best.npz "The cat is on the" --words 30 \
         --temperature 0.8 --top-p 0.9
 
 Shapes: V vocabulary, P prompt words (plus the <sos> put in front), K continuation words.
@@ -23,13 +23,11 @@ import sys
 
 import numpy as np
 
-
-class UsageError(Exception):
-    """A user's mistake: printed as one line, exit code 2."""
+from .errors import UsageError, run_command
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m app.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("prompt", nargs="*", help="the words to continue (one quoted string or several words)")
     p.add_argument("--checkpoint", required=True,
@@ -43,7 +41,7 @@ def parse_args(argv=None):
 
 def add_decoding_arguments(p):
     """The decoding flags (models.decoding.Decoding); a flag left out keeps the recommended default."""
-    from .decoding import Decoding
+    from models.decoding import Decoding
     d = Decoding()
     g = p.add_argument_group("decoding (default: the recommended decoding, see README)")
     g.add_argument("--temperature", type=float,
@@ -74,7 +72,7 @@ DECODING_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "
 
 def decoding_options(args):
     """{option: value} of the decoding flags given; a bad value is a UsageError naming its flag."""
-    from .decoding import Decoding
+    from models.decoding import Decoding
     options = {k: getattr(args, k) for k in DECODING_FLAGS if getattr(args, k, None) is not None}
     try:
         Decoding.of(**options)
@@ -122,15 +120,15 @@ def encode_prompt(vocab, words):
 def top_words(model, ids, k):
     """[(word id, probability)] * k, most likely first: softmax of model.predict in float64."""
     from mytorch import backend
+    from mytorch.nn import softmax
     z = backend.to_numpy(model.predict(ids[None, :]))[0].astype(np.float64)   # (V,)
-    p = np.exp(z - z.max())
-    p /= p.sum()
+    p = softmax(z)
     best = np.argsort(-p, kind="stable")[:k]
     return [(int(i), float(p[i])) for i in best]
 
 
 def run(args, out=None):
-    from . import load
+    from models import load
     out = out or sys.stdout
     options = _check_flags(args)
     words = " ".join(args.prompt).split()
@@ -150,17 +148,6 @@ def run(args, out=None):
         cont = model.generate(ids[None, :], args.words, **options)              # (1, K)
         print(f"{prompt} | {vocab.decode(cont[0])}", file=out)
     return 0
-
-
-def run_command(run, args):
-    """run(args) -> its exit code; a user's mistake (bad flag, file or data) prints one line, exit 2."""
-    from dataset.corpus import DataError
-    from .checkpoint import CheckpointError
-    try:
-        return run(args)
-    except (UsageError, CheckpointError, DataError) as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)   # one line
-        return 2
 
 
 def main(argv=None):

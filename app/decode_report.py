@@ -1,6 +1,6 @@
 """How well each decoding strategy's continuations read, beside the true continuations.
 
-    python -m models.decode_report --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1 \
+    python -m app.decode_report --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1 \
         --out runs/decode-reference
 
 For the prompts of a generation fixtures file (default DATA/fixtures/generation_test.npy) each
@@ -62,7 +62,7 @@ def report(model, vocab, oracle, prompts, valid, words=10, heldout_seed=0, out_d
            log=print):
     """{strategy: figures} for every strategy, plus "true text"; writes OUT/<strategy>.txt when out_dir."""
     from fixtures import format_generation
-    from .decoding import Decoding
+    from models.decoding import Decoding
     unk = vocab.index.get("<unk>")
     pre, truth = heldout(valid, vocab.sos_id, len(prompts), prompts.shape[1] - 1, words, heldout_seed)
     true_fig = measure(oracle, pre, truth, unk)
@@ -99,7 +99,7 @@ def markdown(results):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m models.decode_report", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m app.decode_report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory (vocabulary, splits)")
@@ -115,9 +115,9 @@ def parse_args(argv=None):
 
 def run(args):
     from dataset.corpus import DataError, Vocabulary, load_hw4p1, _np_load
-    from . import load
-    from .ngram import load_or_build, training_stream
-    from .predict import UsageError
+    from models import load
+    from models.ngram import load_or_build, training_stream
+    from .errors import UsageError
     if args.words < 1:
         raise UsageError(f"--words must be >= 1, got {args.words}")
     model = load(args.checkpoint).eval()
@@ -149,7 +149,7 @@ def run(args):
 
 
 def main(argv=None):
-    from .predict import run_command
+    from .errors import run_command
     return run_command(run, parse_args(argv))
 
 

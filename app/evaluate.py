@@ -1,6 +1,6 @@
 """Scoring a language model: the course's fixture NLL and perplexity over a whole split.
 
-    python -m models.evaluate --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1
+    python -m app.evaluate --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1
 
 Shapes: B batch (streams), T time, V vocabulary.
 """
@@ -70,8 +70,8 @@ def perplexity(mean_nll):
 def main(argv=None):
     """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
     from dataset.corpus import DataError, load_fixtures, load_hw4p1
-    from . import CheckpointError, load
-    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=main.__doc__)
+    from models import CheckpointError, load
+    p = argparse.ArgumentParser(prog="python -m app.evaluate", description=main.__doc__)
     p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
     p.add_argument("--data", required=True, help="HW4P1 data directory (dataset/ and fixtures/)")
     args = p.parse_args(argv)

@@ -1,0 +1,91 @@
+"""Continuing a run from its state.npz: every rule and every step of a resume, in one place.
+
+    python train.py --resume DIR                    continue an interrupted run
+    python train.py --resume DIR --epochs N         train a finished run further
+
+Run.state_arrays / Run.load_state (app.trainer) write and read the file. This module decides
+whether the command line still describes the saved run, rebuilds and restores the Run,
+stretches the cosine schedule when --epochs grows, and removes the temporary files a kill
+during a write left behind. A resumed run ends bit-identical (on the CPU) to one never
+interrupted.
+"""
+from pathlib import Path
+
+from models.checkpoint import CheckpointError, load_npz
+
+from .config import DRY_RUN_BATCHES, validate_run
+from .errors import UsageError
+from .trainer import run_record
+
+# flags that may differ from the saved run: they change neither the model nor its trajectory
+# (--epochs stretches the schedule: see resume); flags that are not part of a run at all
+OVERRIDES = ("epochs", "save_every", "backend", "data")
+IGNORED = ("resume", "no_progress", "save", "dry_run")
+
+
+def resume_config(saved, given, exp_dir):
+    """The saved run's configuration with the allowed flags of this command line applied.
+
+    given: {flag: value} of the flags written on the command line. A flag that would change
+    the run (--nhid, --lr, --seed, ...) and differs from the saved value is a UsageError:
+    the run would no longer be the one that was saved.
+    """
+    cfg = dict(saved)
+    if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
+        raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "
+                         "drop --save to continue the saved run")
+    if given.get("dry_run"):
+        given = dict(given, epochs=1, max_batches=DRY_RUN_BATCHES)
+    differ = []
+    for key, value in given.items():
+        if key in IGNORED:
+            continue
+        if key in OVERRIDES:
+            cfg[key] = str(value) if key == "data" else value
+        elif key not in saved:
+            raise CheckpointError(f"{Path(exp_dir) / 'state.npz'}: the saved configuration lacks {key!r}")
+        elif value != saved[key]:
+            differ.append(f"--{key} {value} (saved: {saved[key]})")
+    if differ:
+        raise UsageError(f"--resume {exp_dir}: flags differ from the saved run: {', '.join(differ)}; "
+                         "drop them to continue it, or start a new run with another --save")
+    try:
+        return validate_run(cfg)
+    except (KeyError, TypeError) as err:
+        path = Path(exp_dir) / "state.npz"
+        raise CheckpointError(f"{path}: unusable saved configuration ({err!r})") from None
+
+
+def read_state(exp_dir):
+    """(arrays of DIR/state.npz, the saved configuration); one-line errors for a missing or bad file."""
+    path = Path(exp_dir) / "state.npz"
+    if not path.is_file():
+        raise UsageError(f"--resume {exp_dir}: no state.npz there (give the --save directory of a run)")
+    try:
+        state = load_npz(path)
+        return state, run_record(state, path)["cfg"]
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; it cannot be resumed: start a new run with another --save") from None
+
+
+def resume(exp_dir, given, open_run):
+    """The run saved in exp_dir, restored and ready to continue.
+
+    given: the flags written on the command line ({dest: value}); open_run(cfg) builds a fresh
+    Run for a configuration (it loads the data). Raises UsageError / CheckpointError.
+    """
+    exp_dir = Path(exp_dir)
+    state, saved = read_state(exp_dir)
+    cfg = resume_config(saved, given, exp_dir)
+    run = open_run(cfg)
+    run.load_state(state, exp_dir / "state.npz")
+    if cfg["epochs"] != saved["epochs"]:
+        done = run.pos["epoch"]
+        if done >= cfg["epochs"]:
+            raise UsageError(f"--epochs {cfg['epochs']}: {exp_dir} has already trained {done} epochs; "
+                             f"give --epochs > {done} to train further")
+        run.sched.T_max = cfg["epochs"] * run.batches_per_epoch   # stretch the cosine over the new length
+        run.opt.lr = run.sched.get_lr()
+    for stale in exp_dir.glob(".tmp-*"):                          # left by a kill during a write
+        stale.unlink()
+    return run
