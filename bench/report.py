@@ -47,6 +47,11 @@ def format_report(cfg, r):
     on = ", ".join(k for k, v in r["fast"].items() if v) or "none"
     lines.append(f"mytorch, plain   {r['plain_tokens_per_s']:10,.0f} tokens/s  (every fast-tier piece off, "
                  f"MYTORCH_FAST=0; the default, with {on} on, is {r['fast_speedup']:.2f}x it)")
+    for name, tps in r["variants_tokens_per_s"].items():
+        if name.startswith("no "):
+            piece = name[3:]
+            lines.append(f"  without {piece:8s} {tps:10,.0f} tokens/s  (MYTORCH_FAST_{piece.upper()}=0: "
+                         f"the piece is worth {r['tokens_per_s'] / tps:.2f}x)")
     N, D, V = cfg["tokens_per_step"], sizes[-1], cfg["vocab"]
     lines.append(f"float32 GEMM     {r['gemm_gflops']:10.1f} GFLOP/s   (best of {cfg['gemm_reps']}, median "
                  f"{r['gemm_gflops_median']:.1f}; ({N}, {D}) x ({D}, {V}))")
@@ -98,6 +103,7 @@ def summary(cfg, r):
         plain_tokens_per_s=rnd(r["plain_tokens_per_s"], 1),
         fast_speedup=rnd(r["fast_speedup"]),
         fast=r["fast"],
+        variants_tokens_per_s={k: rnd(v, 1) for k, v in r["variants_tokens_per_s"].items()},
         processor=r["processor"],
         torch_tokens_per_s=rnd(r["torch_tokens_per_s"], 1),
         ratio=rnd(r["ratio"]),

@@ -7,13 +7,13 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 
 from app.config import build_model, build_optimizer
 from app.step import train_step
-from mytorch import backend
+from mytorch import backend, fast
 from mytorch.fast.parallel import openblas_thread_timeout, parallel_rows
 
 from .config import layer_sizes
@@ -79,11 +79,6 @@ def thread_limits(n):
         yield
 
 
-def fast_tier(on):
-    """mytorch's fast tier switched on (as by default) or every piece off (MYTORCH_FAST=0) in the block."""
-    return environ("MYTORCH_FAST", "1" if on else "0")
-
-
 def processor_name():
     """The CPU's model name ("AMD EPYC 7B13", "Intel(R) Xeon(R) ..."), or the platform's best guess."""
     try:
@@ -123,52 +118,74 @@ def build_mytorch(cfg):
     return model, build_optimizer(cfg, model)
 
 
-def time_steps(model, opt, cfg, batches, laps=None):
-    """Median-able list of ms per training step (app.step.train_step); with `laps`, the model's
-    timer charges each phase to it as the step runs. -> (step ms list, {phase: ms list}, last loss)."""
-    sync, n = device_sync(), len(batches)
-    step_ms, per_phase, loss = [], {}, None
-    for i in range(cfg["warmup"] + cfg["steps"]):
-        lap = laps() if laps is not None else None
-        model.timer = lap.lap if lap is not None else None
-        sync()
-        t0 = time.perf_counter()
-        if lap is not None:
-            lap.start()
-        loss = train_step(model, opt, *batches[i % n], cfg["clip"])[0]
-        sync()                                                  # the update may still be queued on a GPU
-        if i >= cfg["warmup"]:
-            step_ms.append((time.perf_counter() - t0) * 1e3)
-            for key, ms in (lap.ms.items() if lap is not None else ()):
-                per_phase.setdefault(key, []).append(ms)
+def time_step(model, opt, cfg, batch, sync, lap=None):
+    """ms of one training step (app.step.train_step), the device's queued work included; the loss.
+
+    With `lap` (a Laps), the model's timer charges each phase to it as the step runs.
+    """
+    model.timer = lap.lap if lap is not None else None
+    sync()
+    t0 = time.perf_counter()
+    if lap is not None:
+        lap.start()
+    loss = train_step(model, opt, *batch, cfg["clip"])[0]
+    sync()                                                      # the update may still be queued on a GPU
     model.timer = None
-    return step_ms, per_phase, loss
+    return (time.perf_counter() - t0) * 1e3, loss
+
+
+def variants():
+    """{name: environment}: the default, every fast-tier piece off, and each piece off alone."""
+    out = {"default": {}, "plain": {"MYTORCH_FAST": "0"}}
+    out.update({f"no {name}": {f"MYTORCH_FAST_{name.upper()}": "0"} for name in fast.SWITCHES})
+    return out
+
+
+@contextmanager
+def environment(settings):
+    """The environment variables of `settings` set inside the block (the fast tier's switches)."""
+    with ExitStack() as stack:
+        for name, value in settings.items():
+            stack.enter_context(environ(name, value))
+        yield
 
 
 def time_mytorch(cfg, batches):
-    """-> dict(step_ms=[...], phases={name: median ms}, phase_sum_ms, plain_step_ms=[...], peak_rss_mb, loss).
+    """-> dict(step_ms={variant: [...]}, phases={name: median ms}, phase_sum_ms, peak_rss_mb, loss, ...).
 
-    Full steps first (the headline), then the same steps with the phase timer on, then full
-    steps of a second model built with every fast-tier piece off (the plain tier alone).
+    First the default model's steps with the phase timer on (the phases, and the peak RSS of
+    one model's training). Then one model per variant (the default, the plain tier alone, each
+    fast-tier piece off in turn) takes steps in turn, round-robin, each under its switches: a
+    busy moment of the machine falls on every variant alike, so their ratios hold.
     """
-    with fast_tier(True):
-        model, opt = build_mytorch(cfg)
-        step_ms, _, loss = time_steps(model, opt, cfg, batches)
-        rss = peak_rss_mb()                                     # the training step's own footprint
-        sync = device_sync()
-        _, per_phase, _ = time_steps(model, opt, cfg, batches, laps=lambda: Laps(sync))
-    del model, opt
-    with fast_tier(False):
-        model, opt = build_mytorch(cfg)
-        plain_ms, _, _ = time_steps(model, opt, cfg, batches)
+    sync, n = device_sync(), len(batches)
+    models = {"default": build_mytorch(cfg)}
+    per_phase, loss = {}, None
+    for i in range(cfg["warmup"] + cfg["steps"]):
+        lap = Laps(sync)
+        _, loss = time_step(*models["default"], cfg, batches[i % n], sync, lap)
+        if i >= cfg["warmup"]:
+            for key, ms in lap.ms.items():
+                per_phase.setdefault(key, []).append(ms)
+    rss = peak_rss_mb()                                         # the training step's own footprint
+    for name, settings in variants().items():
+        if name not in models:
+            with environment(settings):
+                models[name] = build_mytorch(cfg)
+    step_ms = {name: [] for name in models}
+    for i in range(cfg["warmup"] + cfg["steps"]):
+        for name, settings in variants().items():
+            with environment(settings):
+                ms, _ = time_step(*models[name], cfg, batches[i % n], sync)
+            if i >= cfg["warmup"]:
+                step_ms[name].append(ms)
     phase_sum = [sum(ms) for ms in zip(*per_phase.values())]
     pool_mb = None
     if backend.get_backend() == "cupy":
         pool_mb = round(backend.xp().get_default_memory_pool().total_bytes() / 2**20, 1)
     return dict(step_ms=step_ms, phases={k: statistics.median(v) for k, v in per_phase.items()},
-                n_params=sum(p.size for _, p, _ in opt.params),
-                phase_sum_ms=statistics.median(phase_sum), plain_step_ms=plain_ms, peak_rss_mb=rss,
-                gpu_pool_mb=pool_mb, loss=loss)
+                n_params=sum(p.size for _, p, _ in models["default"][1].params),
+                phase_sum_ms=statistics.median(phase_sum), peak_rss_mb=rss, gpu_pool_mb=pool_mb, loss=loss)
 
 
 def memory_bandwidth(cfg, megabytes=64):

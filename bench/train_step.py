@@ -94,20 +94,22 @@ def run(cfg, torch_variants, no_torch=False):
     else:
         tr, torch_note = time_torch(cfg, batches, torch_variants)
 
-    step_ms = statistics.median(mt["step_ms"])
-    tokens_per_s = cfg["tokens_per_step"] / (step_ms / 1e3)
+    tps = {name: cfg["tokens_per_step"] / (statistics.median(ms) / 1e3) for name, ms in mt["step_ms"].items()}
+    step_ms = statistics.median(mt["step_ms"]["default"])
+    tokens_per_s = tps["default"]
     flops = matmul_flops_per_token(cfg)
     gemm_floor = gemm_best * 1e9 / flops
     opt_bytes = optimizer_bytes_per_step(cfg, mt["n_params"])
     floor_step_s = flops * cfg["tokens_per_step"] / (gemm_best * 1e9) + opt_bytes / (bandwidth * 1e9)
     floor = cfg["tokens_per_step"] / floor_step_s
     torch_tps = tr["tokens_per_s"][tr["fastest"]] if tr else None
-    plain_tps = cfg["tokens_per_step"] / (statistics.median(mt["plain_step_ms"]) / 1e3)
+    plain_tps = tps["plain"]
     return dict(
         tokens_per_s=tokens_per_s,
         plain_tokens_per_s=plain_tps,
         fast_speedup=tokens_per_s / plain_tps,
         fast=fast.settings(),
+        variants_tokens_per_s=tps,
         processor=processor_name() if cfg["backend"] == "numpy" else gpu_name(),
         torch_tokens_per_s=torch_tps,
         ratio=tokens_per_s / torch_tps if torch_tps else None,
@@ -121,8 +123,8 @@ def run(cfg, torch_variants, no_torch=False):
         floor_fraction=tokens_per_s / floor,
         matmul_flops_per_token=flops,
         step_ms=step_ms,
-        step_ms_all=mt["step_ms"],
-        total_s=sum(mt["step_ms"]) / 1e3,
+        step_ms_all=mt["step_ms"]["default"],
+        total_s=sum(mt["step_ms"]["default"]) / 1e3,
         phases=mt["phases"],
         phase_sum_ms=mt["phase_sum_ms"],
         peak_rss_mb=mt["peak_rss_mb"],

@@ -22,14 +22,14 @@ from bench import timing  # noqa: E402
 from bench import train_step as bench  # noqa: E402
 from bench.report import PHASES  # noqa: E402
 from models import LanguageModel  # noqa: E402
-from mytorch import backend, optim  # noqa: E402
+from mytorch import backend, fast, optim  # noqa: E402
 
 TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--bptt", "3",
         "--emsize", "8", "--nhid", "8", "--gemm-reps", "2"]
 KEYS = {"tokens_per_s", "torch_tokens_per_s", "ratio", "gemm_gflops", "floor_tokens_per_s",
         "floor_fraction", "gemm_floor_tokens_per_s", "bandwidth_gbs", "optimizer_mb", "n_params",
         "phases", "config", "backend", "peak_rss_mb", "plain_tokens_per_s",
-        "fast_speedup", "fast", "processor"}
+        "fast_speedup", "fast", "processor", "variants_tokens_per_s"}
 
 
 def _run(capsys, argv):
@@ -95,14 +95,27 @@ def test_timed_steps_charge_every_phase_and_leave_no_timer():
     cfg, _ = bench.resolve_config(bench.parse_args(TINY))
     batches = timing.random_batches(cfg, 2)
     model, opt = timing.build_mytorch(cfg)
-    laps = lambda: timing.Laps(lambda: None)                        # noqa: E731  (no device to sync)
-    step_ms, phases, loss = timing.time_steps(model, opt, cfg, batches, laps=laps)
-    assert len(step_ms) == cfg["steps"] and np.isfinite(loss)
-    assert set(phases) == {key for key, _ in PHASES}
-    assert all(len(v) == cfg["steps"] and min(v) > 0 for v in phases.values())
-    for k in range(cfg["steps"]):                                  # the phases add up to (about) the step
-        assert sum(v[k] for v in phases.values()) <= step_ms[k] * 1.05 + 0.5
-    assert model.timer is None
+    for batch in batches:
+        lap = timing.Laps(lambda: None)                             # no device to sync
+        step_ms, loss = timing.time_step(model, opt, cfg, batch, lambda: None, lap)
+        assert np.isfinite(loss) and set(lap.ms) == {key for key, _ in PHASES}
+        assert min(lap.ms.values()) > 0
+        assert sum(lap.ms.values()) <= step_ms * 1.05 + 0.5        # the phases add up to (about) the step
+        assert model.timer is None
+
+
+def test_every_variant_runs_under_its_own_switches(monkeypatch):
+    """The round-robin times each variant with its switches set: the plain one builds plain layers."""
+    cfg, _ = bench.resolve_config(bench.parse_args(TINY))
+    built = []
+    real = timing.build_mytorch
+    monkeypatch.setattr(timing, "build_mytorch", lambda cfg: built.append(fast.settings()) or real(cfg))
+    out = timing.time_mytorch(cfg, timing.random_batches(cfg, 2))
+    assert set(out["step_ms"]) == {"default", "plain"} | {f"no {n}" for n in fast.SWITCHES}
+    assert all(len(v) == cfg["steps"] for v in out["step_ms"].values())
+    assert built[0] == fast.settings() and all(built[0].values())    # the default first, all on
+    assert not any(built[1].values())                                 # then the plain tier
+    assert [sum(not v for v in b.values()) for b in built[2:]] == [1] * len(fast.SWITCHES)
 
 
 def test_flops_and_floor_of_the_reference_model():
