@@ -35,11 +35,11 @@ from pathlib import Path
 
 import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
 from app.config import DRY_RUN_BATCHES, PRESETS, add_model_flags, resolve, validate_run
-from app.errors import UsageError, one_line
+from app.errors import USER_ERRORS, UsageError, one_line
 from app.resume import resume
 from app.trainer import Run, TrainingDiverged, where
-from dataset.corpus import DataError, load_fixtures, load_hw4p1
-from models.checkpoint import CheckpointError, write_text_atomic
+from dataset.corpus import load_fixtures, load_hw4p1
+from models.checkpoint import write_text_atomic
 from mytorch import backend
 
 
@@ -125,7 +125,7 @@ def main(argv=None):
         run, exp_dir, args = setup(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a malformed flag (2), already printed
         return exit_.code
-    except (UsageError, DataError, CheckpointError, backend.BackendError, OSError) as err:
+    except USER_ERRORS + (OSError,) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

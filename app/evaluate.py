@@ -14,6 +14,8 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.nn import LinearCrossEntropyLoss
 
+from .errors import run_command
+
 
 def fixture_nll(model, inp, out):
     """The course metric: mean over rows of -log softmax(predict(inp))[out].  inp (N, L), out (N,)."""
@@ -69,22 +71,20 @@ def perplexity(mean_nll):
 
 def main(argv=None):
     """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
-    from dataset.corpus import DataError, load_fixtures, load_hw4p1
-    from models import CheckpointError, load
     p = argparse.ArgumentParser(prog="python -m app.evaluate", description=main.__doc__)
     p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
     p.add_argument("--data", required=True, help="HW4P1 data directory (dataset/ and fixtures/)")
-    args = p.parse_args(argv)
-    try:
-        model = load(args.checkpoint)
-        data = load_hw4p1(args.data)
-        fix = load_fixtures(args.data, len(data.vocab))
-        if len(data.vocab) != model.vocab_size:
-            raise DataError(f"{args.data} has {len(data.vocab)} words but the model predicts "
-                            f"{model.vocab_size}")
-    except (CheckpointError, DataError) as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        return 2
+    return run_command(run, p.parse_args(argv))
+
+
+def run(args):
+    from dataset.corpus import DataError, load_fixtures, load_hw4p1
+    from models import load
+    model = load(args.checkpoint)
+    data = load_hw4p1(args.data)
+    fix = load_fixtures(args.data, len(data.vocab))
+    if len(data.vocab) != model.vocab_size:
+        raise DataError(f"{args.data} has {len(data.vocab)} words but the model predicts {model.vocab_size}")
     V = model.vocab_size
     t0 = time.perf_counter()
     val = fixture_nll(model, fix["prediction_inp"], fix["prediction_out"])

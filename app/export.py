@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import run_command
+
 
 def export(model_path, data_dir, out_prefix, float16=False):
     from dataset.corpus import load_fixtures, load_hw4p1
@@ -56,19 +58,16 @@ def export(model_path, data_dir, out_prefix, float16=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.export", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a model file (best.npz of a run)")
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory")
     p.add_argument("--out", default="checkpoints/reference", help="output prefix")
     p.add_argument("--float16", action="store_true", help="store the weights as float16")
-    args = p.parse_args(argv)
-    from dataset.corpus import DataError
-    from models.checkpoint import CheckpointError
-    try:
-        card = export(args.model, args.data, args.out, args.float16)
-    except (DataError, CheckpointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(run, p.parse_args(argv), also=(OSError,))
+
+
+def run(args):
+    card = export(args.model, args.data, args.out, args.float16)
     print(json.dumps({k: card[k] for k in ("storage", "val_nll_float32", "val_nll", "valid_ppl")}))
     return 0
 
