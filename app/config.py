@@ -2,63 +2,119 @@
 
 A configuration (cfg) is a flat dict: a preset's values, overridden by the flags given.
 
-    emsize, nhid, nlayers, tied, dropout, dropouth     the model (models.LanguageModel)
-    optimizer, lr, wdecay, clip                        the optimizer and gradient clipping
-    batch_size, bptt, epochs                           the data and the schedule
+    model                                     "lstm" (models.LanguageModel) or "transformer" (TransformerLM)
+    emsize, nlayers, dropout                  both models (emsize is the Transformer's d_model)
+    nhid, tied, dropouth                      the LSTM only
+    nhead                                     the Transformer only (its context length is bptt)
+    optimizer, lr, wdecay, clip               the optimizer and gradient clipping
+    batch_size, bptt, epochs                  the data and the schedule
 """
 import argparse
 import math
 
-from models import LanguageModel
+from models import LanguageModel, TransformerLM
 from mytorch import fast, optim
 
 from .errors import UsageError
 
 PRESETS = {
     # the recipe that reaches the quality bar (README: "Results")
-    "default": dict(emsize=128, nhid=384, nlayers=2, tied=True, dropout=0.1, dropouth=0.1,
+    "default": dict(model="lstm", emsize=128, nhid=384, nlayers=2, tied=True, dropout=0.1, dropouth=0.1,
                     bptt=20, batch_size=32, lr=2e-3, optimizer="adam", wdecay=0.0, clip=0.5,
                     epochs=8),
     # the course notebook: 128-dim embedding, two 128-unit cells, untied, 10-word windows, Adam, cosine
-    "notebook": dict(emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0, dropouth=0.0,
+    "notebook": dict(model="lstm", emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0, dropouth=0.0,
                      bptt=10, batch_size=32, lr=1e-3, optimizer="adam", wdecay=0.0, clip=0.0,
                      epochs=5),
+    # a small GPT: d_model 128, 4 heads, 2 pre-LayerNorm blocks, tied, 32-word context
+    "transformer": dict(model="transformer", emsize=128, nhead=4, nlayers=2, dropout=0.1,
+                        bptt=32, batch_size=32, lr=1e-3, optimizer="adamw", wdecay=0.01, clip=0.5,
+                        epochs=8),
+}
+# which flags each model reads; --model X without --preset starts from MODEL_PRESETS[X]
+MODEL_FLAGS = {"lstm": ("nhid", "tied", "dropouth"), "transformer": ("nhead",)}
+MODEL_PRESETS = {"lstm": "default", "transformer": "transformer"}
+PRESET_NOTES = {
+    "default": "the recipe that reaches the quality bar (README: Results); about 10 min an epoch on 2 cores",
+    "notebook": "the course notebook's model, batches and optimizer, for comparison",
+    "transformer": "a small GPT-style Transformer from mytorch's own attention (not yet tuned)",
 }
 DRY_RUN_BATCHES = 3         # train.py --dry-run: batches per phase, one epoch
 OPTIMIZERS = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}
 
 
 def add_model_flags(p, preset="default"):
-    """The model, optimizer and batch flags on parser p, each with its value in PRESETS[preset] as help.
+    """The model, optimizer and batch flags on parser p (or an argument group), each with its value
+    in PRESETS[preset] as its default in the help.
 
     Every flag defaults to None: resolve() fills what was not given from the preset.
     """
     d = PRESETS[preset]
-    p.add_argument("--emsize", type=int, help=f"embedding size ({preset}: {d['emsize']})")
+
+    def default(key):
+        return f"default: {d[key]}" if key in d else f"{preset} does not use it"
+    p.add_argument("--model", choices=sorted(MODEL_FLAGS),
+                   help=f"the model family; without --preset it picks that family's preset "
+                        f"({default('model')})")
+    p.add_argument("--emsize", type=int,
+                   help=f"embedding size, the Transformer's d_model ({default('emsize')})")
     p.add_argument("--nhid", type=int, help=f"hidden units per LSTM layer, the last is emsize when tied "
-                                            f"({preset}: {d['nhid']})")
-    p.add_argument("--nlayers", type=int, help=f"number of LSTM layers ({preset}: {d['nlayers']})")
+                                            f"({default('nhid')})")
+    p.add_argument("--nlayers", type=int,
+                   help=f"number of LSTM layers or Transformer blocks ({default('nlayers')})")
     p.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"share the embedding and the output projection ({preset}: {d['tied']})")
+                   help=f"share the embedding and the output projection ({default('tied')})")
     p.add_argument("--dropout", type=float, help=f"locked dropout on the embeddings and the top layer "
-                                                 f"({preset}: {d['dropout']})")
+                                                 f"({default('dropout')})")
+    p.add_argument("--nhead", type=int, help=f"attention heads per Transformer block ({default('nhead')})")
     p.add_argument("--dropouth", type=float,
-                   help=f"locked dropout between LSTM layers ({preset}: {d['dropouth']})")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"optimizer ({preset}: {d['optimizer']})")
-    p.add_argument("--lr", type=float, help=f"initial learning rate ({preset}: {d['lr']})")
-    p.add_argument("--wdecay", type=float, help=f"weight decay ({preset}: {d['wdecay']})")
+                   help=f"locked dropout between LSTM layers ({default('dropouth')})")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"optimizer ({default('optimizer')})")
+    p.add_argument("--lr", type=float, help=f"initial learning rate ({default('lr')})")
+    p.add_argument("--wdecay", type=float, help=f"weight decay ({default('wdecay')})")
     p.add_argument("--clip", type=float,
-                   help=f"global gradient-norm clipping, 0: off ({preset}: {d['clip']})")
+                   help=f"global gradient-norm clipping, 0: off ({default('clip')})")
     p.add_argument("--batch_size", "--batch-size", type=int,
-                   help=f"sequences per batch ({preset}: {d['batch_size']})")
-    p.add_argument("--bptt", type=int, help=f"words per training sequence ({preset}: {d['bptt']})")
+                   help=f"sequences per batch ({default('batch_size')})")
+    p.add_argument("--bptt", type=int,
+                   help=f"words per training sequence, the Transformer's context length ({default('bptt')})")
+
+
+def describe_presets():
+    """Each preset: its name and what it is, then its values as flags (python train.py --preset list)."""
+    def flag(key, value):
+        if isinstance(value, bool):
+            return f"--{key}" if value else f"--no-{key}"
+        return f"--{key} {value}"
+    width = max(map(len, PRESETS))
+    return "\n".join(f"{name:<{width}}  {PRESET_NOTES[name]}\n{'':<{width}}  "
+                     + " ".join(flag(k, v) for k, v in values.items()) for name, values in PRESETS.items())
+
+
+def preset_for(preset, model):
+    """The preset a command line starts from: --preset if given, else --model's, else "default"."""
+    if preset is not None:
+        return preset
+    return MODEL_PRESETS[model] if model is not None else "default"
 
 
 def resolve(preset, args):
-    """PRESETS[preset] with every flag of args that is not None applied (a copy)."""
+    """PRESETS[preset] with every flag of args that is not None applied (a copy).
+
+    A flag of the other model family (--nhid for a Transformer, --nhead for an LSTM), or a --model
+    that is not the preset's, is a UsageError: it would be silently ignored otherwise.
+    """
     if preset not in PRESETS:
         raise UsageError(f"--preset {preset}: the presets are {', '.join(sorted(PRESETS))}")
     cfg = dict(PRESETS[preset])
+    model = getattr(args, "model", None)
+    if model is not None and model != cfg["model"]:
+        raise UsageError(f"--model {model} with --preset {preset} (a {cfg['model']} preset): drop one, or "
+                         f"use --preset {MODEL_PRESETS[model]}")
+    foreign = [key for other, keys in MODEL_FLAGS.items() if other != cfg["model"]
+               for key in keys if getattr(args, key, None) is not None]
+    if foreign:
+        raise UsageError(f"--{foreign[0]} does not apply to --model {cfg['model']} (--preset {preset})")
     for key in cfg:
         value = getattr(args, key, None)
         if value is not None:
@@ -72,9 +128,12 @@ def validate(cfg):
         (math.isfinite(cfg["lr"]) and cfg["lr"] > 0, f"--lr must be a finite number > 0, got {cfg['lr']}"),
         (cfg["batch_size"] >= 1, f"--batch_size must be >= 1, got {cfg['batch_size']}"),
         (cfg["bptt"] >= 1, f"--bptt must be >= 1, got {cfg['bptt']}"),
-        (min(cfg["emsize"], cfg["nhid"], cfg["nlayers"]) >= 1, "--emsize, --nhid and --nlayers must be >= 1"),
+        (min(cfg["emsize"], cfg["nlayers"], cfg.get("nhid", 1), cfg.get("nhead", 1)) >= 1,
+         "--emsize, --nhid, --nhead and --nlayers must be >= 1"),
+        (cfg["emsize"] % cfg.get("nhead", 1) == 0,
+         f"--emsize ({cfg['emsize']}) must be a multiple of --nhead ({cfg.get('nhead')})"),
         (0 <= cfg["dropout"] < 1, f"--dropout must lie in [0, 1), got {cfg['dropout']}"),
-        (0 <= cfg["dropouth"] < 1, f"--dropouth must lie in [0, 1), got {cfg['dropouth']}"),
+        (0 <= cfg.get("dropouth", 0) < 1, f"--dropouth must lie in [0, 1), got {cfg.get('dropouth')}"),
         (math.isfinite(cfg["clip"]) and cfg["clip"] >= 0,
          f"--clip must be a finite number >= 0, got {cfg['clip']}"),
         (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
@@ -102,9 +161,21 @@ def validate_run(cfg):
 
 
 def build_model(cfg, vocab_size, seed):
-    """The LanguageModel cfg describes, its weights drawn from `seed`."""
+    """The model cfg describes (runs saved before --model existed are LSTMs), weights drawn from `seed`."""
+    if cfg.get("model", "lstm") == "transformer":
+        return TransformerLM(vocab_size, d_model=cfg["emsize"], nhead=cfg["nhead"], nlayers=cfg["nlayers"],
+                             max_len=cfg["bptt"], dropout=cfg["dropout"], seed=seed)
     return LanguageModel(vocab_size, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
                          cfg["dropout"], cfg["dropouth"], seed=seed)
+
+
+def describe_model(cfg):
+    """One phrase: '2 x LSTM(128->384) tied=True', or for a Transformer
+    'Transformer(d_model 128, 4 heads, 2 blocks, context 32)'."""
+    if cfg.get("model", "lstm") == "transformer":
+        return (f"Transformer(d_model {cfg['emsize']}, {cfg['nhead']} heads, {cfg['nlayers']} blocks, "
+                f"context {cfg['bptt']})")
+    return f"{cfg['nlayers']} x LSTM({cfg['emsize']}->{cfg['nhid']}) tied={cfg['tied']}"
 
 
 def build_optimizer(cfg, model):

@@ -19,7 +19,6 @@ maker (fixtures.make.draw_windows, --heldout-seed), whose true continuations are
 strategy's oracle perplexity on the fixtures by the true text's, and the last column is the
 strategy's own on the held-out prompts. Shapes: N rows, L prompt words (<sos> first), K words.
 """
-import argparse
 import json
 import sys
 import time
@@ -99,8 +98,8 @@ def markdown(results):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m app.decode_report", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    from .errors import Parser, prog
+    p = Parser(prog=prog("python -m app.decode_report"), description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory (vocabulary, splits)")
     p.add_argument("--fixtures",
@@ -149,8 +148,8 @@ def run(args):
 
 
 def main(argv=None):
-    from .errors import run_command
-    return run_command(run, parse_args(argv))
+    from .errors import command
+    return command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
 
 Shapes: B batch (streams), T time, V vocabulary.
 """
-import argparse
 import math
 import sys
 import time
@@ -14,7 +13,7 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.nn import LinearCrossEntropyLoss
 
-from .errors import run_command
+from .errors import Parser, command, prog
 
 
 def fixture_nll(model, inp, out):
@@ -39,6 +38,8 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     bias, max, exp and row sums in one cache-blocked pass over a reused logits buffer).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
+    if hasattr(model, "max_len"):       # a Transformer reads at most max_len positions: half new
+        chunk = max(1, min(chunk, model.max_len // 2))   # words, the rest context from the state
     ids = np.concatenate([np.concatenate(([sos_id], a, [eos_id])) for a in articles])
     n = (ids.size - 1) // streams
     if n < 1:
@@ -69,12 +70,16 @@ def perplexity(mean_nll):
     return math.exp(min(mean_nll, 700.0))
 
 
-def main(argv=None):
-    """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
-    p = argparse.ArgumentParser(prog="python -m app.evaluate", description=main.__doc__)
+def parse_args(argv=None):
+    p = Parser(prog=prog("python -m app.evaluate"), description=main.__doc__)
     p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
     p.add_argument("--data", required=True, help="HW4P1 data directory (dataset/ and fixtures/)")
-    return run_command(run, p.parse_args(argv))
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
+    return command(parse_args, run, argv)
 
 
 def run(args):

@@ -14,14 +14,13 @@ Every number in P.json is recomputed from P.npz as written (float16 storage incl
 what the card says is what the file does. ``--float16`` halves the file; the card records
 how much it moved the fixture NLL.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .errors import run_command
+from .errors import Parser, command, prog
 
 
 def export(model_path, data_dir, out_prefix, float16=False):
@@ -57,13 +56,17 @@ def export(model_path, data_dir, out_prefix, float16=False):
     return card
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m app.export", description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    p = Parser(prog=prog("python -m app.export"), description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a model file (best.npz of a run)")
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory")
     p.add_argument("--out", default="checkpoints/reference", help="output prefix")
     p.add_argument("--float16", action="store_true", help="store the weights as float16")
-    return run_command(run, p.parse_args(argv), also=(OSError,))
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    return command(parse_args, run, argv, also=(OSError,))
 
 
 def run(args):

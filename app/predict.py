@@ -15,20 +15,22 @@ the command says which. It prints
       ...                                (--top lines, probabilities = softmax of model.predict)
     The cat is on the | w1 w2 ... wK     (model.generate: the recommended decoding unless flags say otherwise)
 
-Errors (missing or damaged model file, no vocabulary, empty prompt, bad flags) print
-one line `error: ...` on stderr and return exit code 2.
+A prompt longer than 40 words is echoed as "... " and its last 20 words. Errors (missing or
+damaged model file, no vocabulary, empty prompt, bad flags) print one line `error: ...` on
+stderr and return exit code 2. `python -m app.generate` writes continuations only (of a
+prompt, or of every row of a fixtures file).
 """
-import argparse
 import sys
 
 import numpy as np
 
-from .errors import UsageError, run_command
+from .errors import Parser, UsageError, command, prog
+
+ECHO_WORDS, ECHO_TAIL = 40, 20     # a prompt over ECHO_WORDS words is echoed as "... " + its last ECHO_TAIL
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m app.predict", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog=prog("python -m app.predict"), description=__doc__.split("\n\n")[0])
     p.add_argument("prompt", nargs="*", help="the words to continue (one quoted string or several words)")
     p.add_argument("--checkpoint", required=True,
                    help="model file written by models.save_model (e.g. best.npz)")
@@ -107,12 +109,24 @@ def load_vocabulary(model, data_dir=None):
     return vocab
 
 
+def shown(words):
+    """The prompt as echoed: whole up to ECHO_WORDS words, else "... " and its last ECHO_TAIL words."""
+    return " ".join(words) if len(words) <= ECHO_WORDS else "... " + " ".join(words[-ECHO_TAIL:])
+
+
+def listed(words, most=10):
+    """'a b c': each word once, at most `most` of them named ('... and 12 more')."""
+    distinct = list(dict.fromkeys(words))
+    more = f" and {len(distinct) - most} more" if len(distinct) > most else ""
+    return " ".join(distinct[:most]) + more
+
+
 def encode_prompt(vocab, words):
     """(ids (1 + P,) int64 with <sos> first, the prompt words the vocabulary lacks)."""
     from dataset.corpus import UNK
     unknown = [w for w in words if w not in vocab]
     if unknown and UNK not in vocab:
-        raise UsageError(f"words not in the vocabulary (which has no {UNK}): {' '.join(unknown)}")
+        raise UsageError(f"words not in the vocabulary (which has no {UNK}): {listed(unknown)}")
     ids = np.concatenate(([vocab.sos_id], vocab.encode(words))).astype(np.int64)
     return ids, unknown
 
@@ -138,8 +152,8 @@ def run(args, out=None):
     vocab = load_vocabulary(model, args.data)
     ids, unknown = encode_prompt(vocab, words)
     if unknown:
-        print(f"unknown words (read as <unk>): {' '.join(unknown)}", file=out)
-    prompt = " ".join(words)
+        print(f"unknown words (read as <unk>): {listed(unknown)}", file=out)
+    prompt = shown(words)
     if args.top:
         print(f"next words after: {prompt}", file=out)
         for i, p in top_words(model, ids, args.top):
@@ -151,7 +165,7 @@ def run(args, out=None):
 
 
 def main(argv=None):
-    return run_command(run, parse_args(argv))
+    return command(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,18 @@
 
     python train.py --resume DIR                    continue an interrupted run
     python train.py --resume DIR --epochs N         train a finished run further
+    python train.py --resume DIR --data OTHER       the same data in another place (checked)
 
 Run.state_arrays / Run.load_state (app.trainer) write and read the file. This module decides
 whether the command line still describes the saved run, rebuilds and restores the Run,
-stretches the cosine schedule when --epochs grows, and removes the temporary files a kill
-during a write left behind. A resumed run ends bit-identical (on the CPU) to one never
-interrupted.
+stretches the cosine schedule when --epochs grows, checks that --data holds the data the run
+was trained on, and removes the temporary files a kill during a write left behind.
+
+The data's identity is dataset.corpus.fingerprint(data) (its vocabulary and training
+articles), saved as cfg["data_fingerprint"] in state.npz and config.json. Another
+fingerprint is refused unless --allow-other-data is given; a state.npz saved before
+fingerprints existed resumes with a warning, and records the data's fingerprint from then on.
+A resumed run ends bit-identical (on the CPU) to one never interrupted.
 """
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from .trainer import run_record
 # flags that may differ from the saved run: they change neither the model nor its trajectory
 # (--epochs stretches the schedule: see resume); flags that are not part of a run at all
 OVERRIDES = ("epochs", "save_every", "backend", "data")
-IGNORED = ("resume", "no_progress", "save", "dry_run")
+IGNORED = ("resume", "no_progress", "save", "dry_run", "log_interval", "allow_other_data")
 
 
 def resume_config(saved, given, exp_dir):
@@ -68,17 +74,42 @@ def read_state(exp_dir):
         raise CheckpointError(f"{err}; it cannot be resumed: start a new run with another --save") from None
 
 
-def resume(exp_dir, given, open_run):
+def data_fingerprint(data):
+    """dataset.corpus.fingerprint(data): a short hex id of the vocabulary and the training articles."""
+    from dataset.corpus import fingerprint
+    return fingerprint(data)
+
+
+def check_data(run, saved, given, exp_dir, warn):
+    """Refuse other training data than the saved run's (UsageError) unless --allow-other-data; record
+    the data's fingerprint in run.cfg."""
+    now, before = data_fingerprint(run.data), saved.get("data_fingerprint")
+    if before is None:
+        warn(f"warning: {Path(exp_dir) / 'state.npz'} records no data fingerprint (saved by an older "
+             f"version): {run.cfg['data']} cannot be checked against the data it was trained on")
+    elif now != before:
+        if not given.get("allow_other_data"):
+            raise UsageError(f"--resume {exp_dir}: {run.cfg['data']} holds other training data than the run "
+                             f"was trained on (fingerprint {now}, saved {before}): give the --data it was "
+                             "trained on, or --allow-other-data to continue on this data anyway")
+        warn(f"warning: continuing {exp_dir} on other data ({run.cfg['data']}, fingerprint {now}; "
+             f"trained so far on {before}): --allow-other-data")
+    run.cfg["data_fingerprint"] = now
+
+
+def resume(exp_dir, given, open_run, warn=print):
     """The run saved in exp_dir, restored and ready to continue.
 
     given: the flags written on the command line ({dest: value}); open_run(cfg) builds a fresh
-    Run for a configuration (it loads the data). Raises UsageError / CheckpointError.
+    Run for a configuration (it loads the data); warn(line) reports what is allowed but worth
+    knowing. Raises UsageError / CheckpointError.
     """
     exp_dir = Path(exp_dir)
     state, saved = read_state(exp_dir)
     cfg = resume_config(saved, given, exp_dir)
     run = open_run(cfg)
     run.load_state(state, exp_dir / "state.npz")
+    check_data(run, saved, given, exp_dir, warn)
     if cfg["epochs"] != saved["epochs"]:
         done = run.pos["epoch"]
         if done >= cfg["epochs"]:

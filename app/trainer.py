@@ -52,7 +52,9 @@ class Run:
         self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
                         train_seconds=0.0)
         self.stop_signal = None
+        self.evaluating = False  # True during the end-of-epoch evaluation (a signal then interrupts it)
         self.saved_at = None     # (epoch, batch) of the state.npz on disk
+        self.view = None         # the Progress of train(), while it runs
 
     # -- persistence -------------------------------------------------------------
     def state_arrays(self):
@@ -81,8 +83,8 @@ class Run:
         try:
             save_npz_atomic(path, self.state_arrays())
         except OSError as err:
-            print(f"\nwarning: could not write {path} ({err.strerror or err}); {self.last_checkpoint()}",
-                  file=sys.stderr)
+            self.say(f"warning: could not write {path} ({err.strerror or err}); {self.last_checkpoint()}",
+                     err=True)
             return False
         self.saved_at = (self.pos["epoch"], self.pos["batch"])
         return True
@@ -140,10 +142,10 @@ class Run:
         valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
         mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
         pred_test = backend.to_numpy(model.predict(self.fx["prediction_test_inp"])).astype(np.float32)
-        try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test))
+        try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test), self.say)
         gen_test = model.generate(self.fx["generation_test"], 10)
         try_write(self.dir / f"generated-texts-test-{epoch}.txt", lambda path: path.write_text(
-            format_generation(self.data.vocab, self.fx["generation_test"], gen_test)))
+            format_generation(self.data.vocab, self.fx["generation_test"], gen_test)), self.say)
         gen = model.generate(self.fx["generation"][:3], 10)
         model.train()
         return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
@@ -151,20 +153,38 @@ class Run:
                     samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
 
     # -- the loop ---------------------------------------------------------------------
-    def train(self, progress=True):
+    def train(self, progress=True, log_interval=200):
+        """Train to the end of cfg["epochs"] -> None, or the signal number that stopped it (state unsaved).
+
+        progress: tqdm bars when stderr is a terminal; log_interval: a log line every N batches
+        where there are no bars (app.progress). A signal (stop_signal set) stops after the current
+        batch; during the evaluation the signal handler raises EvaluationInterrupted, which stops
+        it at once and leaves the run as at the end of the epoch's training.
+        """
+        cfg, pos = self.cfg, self.pos
+        evals = [m["eval_seconds"] for m in pos["metrics"] if "eval_seconds" in m]
+        done = pos["epoch"] * self.batches_per_epoch + min(pos["batch"], self.batches_per_epoch)
+        self.view = Progress(cfg["epochs"], self.batches_per_epoch, cfg["batch_size"] * cfg["bptt"], done,
+                             bars=progress, log_interval=log_interval,
+                             eval_seconds=evals[-1] if evals else None)
+        try:
+            return self._train()
+        finally:
+            self.view.close()
+            self.view = None
+
+    def _train(self):
         cfg, pos = self.cfg, self.pos
         while pos["epoch"] < cfg["epochs"]:
             epoch = pos["epoch"]
             self.loader.set_epoch(epoch)
-            bar = Progress(self.batches_per_epoch, cfg["batch_size"] * cfg["bptt"], f"epoch {epoch + 1}",
-                           start=pos["batch"], enabled=progress)
+            self.view.start_epoch(epoch, pos["batch"])
             t_epoch = time.time()
             for x, y in self.loader.batches(pos["batch"]):
                 if pos["batch"] >= self.batches_per_epoch:
                     break
                 loss, norm = self.train_step(x, y)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
-                    bar.close()
                     what = "loss" if not math.isfinite(loss) else "gradient norm"
                     raise TrainingDiverged(
                         f"non-finite {what} ({loss if what == 'loss' else norm}) at epoch {epoch + 1}, "
@@ -173,44 +193,62 @@ class Run:
                 pos["batch"] += 1
                 pos["loss_sum"] += loss
                 pos["loss_count"] += 1
-                bar.update(pos["loss_sum"] / pos["loss_count"], self.opt.lr)
+                self.view.step(pos["batch"], pos["loss_sum"] / pos["loss_count"], self.opt.lr)
                 if self.stop_signal is not None:
                     pos["train_seconds"] += time.time() - t_epoch
-                    bar.close()
                     return self.stop_signal
                 if pos["batch"] % cfg["save_every"] == 0 and pos["batch"] < self.batches_per_epoch:
                     pos["train_seconds"] += time.time() - t_epoch
                     t_epoch = time.time()
                     self.save_state()
-            bar.close()
             pos["train_seconds"] += time.time() - t_epoch
-            self.end_epoch(epoch)
+            self.view.end_epoch()
+            if self.stop_signal is not None:    # a signal between the last step and the evaluation
+                return self.stop_signal
+            try:
+                self.end_epoch(epoch)
+            except EvaluationInterrupted:       # the run is as at the end of the epoch's training
+                self.model.train()
+                return self.stop_signal
             if self.stop_signal is not None:
                 return self.stop_signal
         return None
 
+    def say(self, text, err=False):
+        """Print a line (stdout, or stderr for warnings) without breaking the progress bars."""
+        if self.view is not None:
+            self.view.write(text, err)
+        else:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
     def end_epoch(self, epoch):
         pos = self.pos
-        ev = self.evaluate(epoch + 1)
+        try:
+            self.evaluating = True
+            ev = self.evaluate(epoch + 1)
+        finally:
+            self.evaluating = False
+        if self.view is not None:
+            self.view.evaluated(ev["eval_seconds"])
         samples = ev.pop("samples")
         row = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / max(pos["loss_count"], 1),
                    lr=self.opt.lr, batches=pos["loss_count"], train_seconds=round(pos["train_seconds"], 2),
                    **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in ev.items()})
         pos["metrics"].append(row)
-        print(f"| epoch {epoch + 1:3d} | train loss {row['train_loss']:.4f} | val NLL (fixtures) "
-              f"{row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f} | {row['train_seconds']:.0f}s train, "
-              f"{row['eval_seconds']:.0f}s eval")
-        print(samples, end="")
+        self.say(f"| end of epoch {epoch + 1:3d} | train loss {row['train_loss']:.4f} | val NLL (fixtures) "
+                 f"{row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f} "
+                 f"| {row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval")
+        self.say(samples.rstrip("\n"))
         if pos["best_nll"] is None or row["val_nll"] < pos["best_nll"]:
             pos["best_nll"] = row["val_nll"]
             try_write(self.dir / "best.npz", lambda path: self.model.save(
                 path, meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1, val_nll=row["val_nll"]),
-                vocab=self.data.vocab))
+                vocab=self.data.vocab), self.say)
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
         try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
-            path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])))
+            path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
         self.save_state()
-        try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path))
+        try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path), self.say)
 
 
 def where(epoch, batch):
@@ -218,19 +256,27 @@ def where(epoch, batch):
     return f"the end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
 
 
-def try_write(path, write):
+def try_write(path, write, say=None):
     """write(path); on OSError (full disk, no permission) warn and go on: training outlives a failed write."""
     try:
         write(path)
         return True
     except OSError as err:
         kept = "the previous file is intact" if Path(path).exists() else "it was not written"
-        print(f"\nwarning: could not write {path} ({err.strerror or err}); {kept}", file=sys.stderr)
+        message = f"warning: could not write {path} ({err.strerror or err}); {kept}"
+        if say is not None:
+            say(message, err=True)
+        else:
+            print(message, file=sys.stderr, flush=True)
         return False
 
 
 class TrainingDiverged(Exception):
     pass
+
+
+class EvaluationInterrupted(Exception):
+    """Raised by the trainer's signal handler when a signal arrives during the end-of-epoch evaluation."""
 
 
 def run_record(arrays, path):

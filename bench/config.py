@@ -2,7 +2,6 @@
 
 Shapes: D embedding size, H_k hidden size of LSTM layer k, I_k its input size, V vocabulary.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ if str(ROOT) not in sys.path:       # app/ sits in the repository root beside be
     sys.path.insert(0, str(ROOT))
 
 from app.config import OPTIMIZERS, add_model_flags, resolve, validate  # noqa: E402, F401
-from app.errors import UsageError  # noqa: E402, F401  (the bench's user errors are the app's)
-from models import LanguageModel  # noqa: E402
+from app.errors import Parser, UsageError  # noqa: E402, F401  (the bench's user errors are the app's)
+from models import LanguageModel, TransformerLM  # noqa: E402
 
 DESCRIPTION = "Time training steps of the word-level LSTM language model, and put the figure in context."
 # The reference model of the issue that asked for this benchmark: the course notebook's model,
@@ -24,8 +23,7 @@ TORCH_VARIANTS = ("lstmcell", "lstm")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.train_step", description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m bench.train_step", description=DESCRIPTION)
     p.add_argument("--preset", help="take the model, batch and optimizer from app.config.PRESETS[NAME] "
                                     f"(e.g. default) instead of the reference model ({REFERENCE_PRESET}); "
                                     "flags override it")
@@ -68,8 +66,15 @@ def resolve_config(args):
     return cfg, torch_variants
 
 
+def is_transformer(cfg):
+    return cfg.get("model", "lstm") == "transformer"
+
+
 def layer_sizes(cfg):
-    """[D, H_1, ..., H_L]: input size of layer 0, then each layer's hidden size (LanguageModel's)."""
+    """[D, H_1, ..., H_L]: input size of layer 0, then each layer's width (LanguageModel's; D for
+    every block of a Transformer)."""
+    if is_transformer(cfg):
+        return [cfg["emsize"]] * (cfg["nlayers"] + 1)
     return LanguageModel.layer_sizes(cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"])
 
 
@@ -78,8 +83,11 @@ def matmul_flops_per_token(cfg):
 
     Projection D_last x V, and per LSTM layer k: W_ih 4H_k x I_k (input side) and W_hh 4H_k x H_k
     (recurrent side). Each is used once forward (Z = X W^T) and twice backward (dX = dZ W,
-    dW = dZ^T X). The embedding is a row gather, not a product.
+    dW = dZ^T X). The embedding is a row gather, not a product. A Transformer's count is
+    TransformerLM.matmul_flops_per_token's (its attention products included).
     """
+    if is_transformer(cfg):
+        return TransformerLM.matmul_flops_per_token(cfg["vocab"], cfg["emsize"], cfg["nlayers"], cfg["bptt"])
     sizes = layer_sizes(cfg)
     touched = sizes[-1] * cfg["vocab"]
     for k in range(cfg["nlayers"]):

@@ -1,11 +1,13 @@
 """The benchmark's report: a plain-text table for people, one JSON line for tools."""
-from .config import OPTIMIZERS, layer_sizes
+from app.config import describe_model
+
+from .config import OPTIMIZERS, is_transformer, layer_sizes
 
 PHASES = [
     ("zero_grad", "zero_grad + ids to device"),
     ("embedding", "embedding (lookup + backward)"),
-    ("lstm_forward", "LSTM forward"),
-    ("lstm_backward", "LSTM backward (BPTT)"),
+    ("layers_forward", "{layers} forward"),
+    ("layers_backward", "{layers} backward"),
     ("projection", "projection (fwd + bwd)"),
     ("softmax_loss", "softmax + loss (fwd + bwd)"),
     ("optimizer", "optimizer (clip + {opt})"),
@@ -17,10 +19,12 @@ def format_report(cfg, r):
     sizes = layer_sizes(cfg)
     opt_name = OPTIMIZERS[cfg["optimizer"]].__name__
     lstm = " -> ".join(str(s) for s in sizes)
+    model = (f"{describe_model(cfg)}, tied" if is_transformer(cfg) else
+             f"LSTM {lstm} ({cfg['nlayers']} layers) {'tied' if cfg['tied'] else 'untied'}")
     lines = [
         f"train-step benchmark: {cfg['preset']} model, V={cfg['vocab']:,} D={cfg['emsize']} "
-        f"LSTM {lstm} ({cfg['nlayers']} layers) {'tied' if cfg['tied'] else 'untied'}, {opt_name}, "
-        f"clip {cfg['clip'] or 'off (norm only)'}, dropout {cfg['dropout']}/{cfg['dropouth']}",
+        f"{model}, {opt_name}, clip {cfg['clip'] or 'off (norm only)'}, "
+        f"dropout {cfg['dropout']}/{cfg.get('dropouth', cfg['dropout'])}",
         f"batch {cfg['batch_size']} x bptt {cfg['bptt']} = {cfg['tokens_per_step']} tokens/step, float32, "
         f"backend {cfg['backend']}, {cfg['threads']} threads; medians of {cfg['steps']} steps "
         f"after {cfg['warmup']} warmup",
@@ -33,7 +37,8 @@ def format_report(cfg, r):
     total = r["phase_sum_ms"] or 1e-12
     for key, label in PHASES:
         ms = r["phases"][key]
-        lines.append(f"{label.format(opt=opt_name):34s} {ms:9.2f} {100 * ms / total:6.1f}%")
+        label = label.format(opt=opt_name, layers="blocks" if is_transformer(cfg) else "LSTM")
+        lines.append(f"{label:34s} {ms:9.2f} {100 * ms / total:6.1f}%")
     lines.append("-" * 52)
     lines.append(f"{'sum of phases':34s} {r['phase_sum_ms']:9.2f} {100.0:6.1f}%")
     off = r["phase_sum_ms"] / r["step_ms"] - 1

@@ -65,7 +65,8 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.fast.parallel import openblas_thread_timeout
 
-from .config import UsageError, matmul_flops_per_token, optimizer_bytes_per_step, parse_args, resolve_config
+from .config import (UsageError, is_transformer, matmul_flops_per_token, optimizer_bytes_per_step, parse_args,
+                     resolve_config)
 from .report import format_report, summary
 from .timing import (blas_libraries, gemm_rate, memory_bandwidth, peak_rss_mb, processor_name, random_batches,
                      thread_limits, time_mytorch)
@@ -89,6 +90,8 @@ def run(cfg, torch_variants, no_torch=False):
     blas = blas_libraries() if cfg["backend"] == "numpy" else ["cuBLAS (CuPy)"]
     if no_torch:
         tr, torch_note = None, "PyTorch not timed (--no-torch)"
+    elif is_transformer(cfg):
+        tr, torch_note = None, "PyTorch not timed (bench/torch_reference.py has the LSTM only)"
     elif not torch_variants:
         tr, torch_note = None, "PyTorch not timed (--torch-variants is empty)"
     else:

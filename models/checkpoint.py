@@ -70,12 +70,19 @@ def write_text_atomic(path, text):
 def load_npz(path):
     """{name: array} from an .npz, with one clear error for a missing or damaged file.
 
-    Every way a file can be bad (truncated, not a zip, a plain .npy, pickled objects,
-    a damaged member) raises CheckpointError with a one-line message.
+    Every way a file can be bad raises CheckpointError with a one-line message: a directory
+    ("is a directory, not a model file"), a file that is no .npz at all (text, a pickle, a
+    plain .npy: "is not a mytorch checkpoint"), an empty, truncated or damaged archive ("is
+    corrupt or truncated").
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        best = os.path.join(path, "best.npz")
+        hint = f": the model of a run is {best}" if os.path.isfile(best) else ": give the .npz file itself"
+        raise CheckpointError(f"{path} is a directory, not a model file{hint}")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_kind(path)
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
@@ -86,6 +93,38 @@ def load_npz(path):
         reason = " ".join(str(err).split())[:200]  # one line
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
                               f"({type(err).__name__}: {reason})") from None
+
+
+NPZ_MAGIC = b"PK"            # an .npz is a zip archive
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_kind(path):
+    """CheckpointError unless the file begins like an .npz (a zip archive); an empty file is corrupt."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path} ({err.strerror or err})") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (an empty file)")
+    if head.startswith(NPZ_MAGIC):
+        return
+    if head.startswith(NPY_MAGIC):
+        what = "a single NumPy array (.npy), not an .npz archive"
+    elif _is_text(head):
+        what = "a text file"
+    else:
+        what = "not an .npz archive"
+    raise CheckpointError(f"{path} is not a mytorch checkpoint ({what}; a model file is the .npz that "
+                          "training writes, such as best.npz, or that models.save_model writes)")
+
+
+def _is_text(head):
+    try:
+        return all(c.isprintable() or c.isspace() for c in head.decode("utf-8"))
+    except UnicodeDecodeError:           # (or a multi-byte character cut at byte 64: rare, and harmless)
+        return False
 
 
 def _json(obj):

@@ -10,30 +10,22 @@ BPTT loop) are the layer's own, so the model only chains layers. With ``tied=Tru
 decoder reuses the embedding matrix (the last layer's hidden size is then D) and both
 gradients add into one buffer.
 
-Training calls ``forward_loss`` / ``backward_loss``: the projection and the
-cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same gradients as
-``forward`` -> CrossEntropyLoss -> ``backward`` with less traffic over the logits.
+Training calls ``forward_loss`` / ``backward_loss`` (models.base, shared with the Transformer):
+the projection and the cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same
+gradients as ``forward`` -> CrossEntropyLoss -> ``backward`` with less traffic over the logits.
 """
-from contextlib import contextmanager
-
 import numpy as np
 
 from mytorch import backend, fast
-from mytorch.nn import LSTM, Embedding, Linear, LinearCrossEntropyLoss, Module
-from mytorch.nn.module import check_ids as check_token_ids
+from mytorch.nn import LSTM, Embedding, Linear
 from mytorch.nn.dropout import LockedDropout
 
 from . import decoding
-from .checkpoint import save_model
+from .base import LanguageModelBase, check_ids  # noqa: F401  (check_ids: where tests and users found it)
 from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users found it)
 
 
-def check_ids(ids, vocab_size, who):
-    """Token ids must be a 2-D (B, T) integer array with values in [0, V)."""
-    check_token_ids(ids, vocab_size, who, shape="(B, T)")
-
-
-class LanguageModel(Module):
+class LanguageModel(LanguageModelBase):
     def __init__(self, vocab_size, emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0,
                  dropouth=None, seed=0, dtype=np.float32):
         super().__init__()
@@ -61,11 +53,6 @@ class LanguageModel(Module):
         ph = dropout if dropouth is None else dropouth
         self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng)
                       for k in range(nlayers + 1)]
-        self._logits = None                             # (B, T, V) buffer, reused
-        self._head = None                               # the fused loss of the last forward_loss
-        self._shape = None                              # (B, T) of the last forward_loss
-        self.vocab = None                               # (V,) str when loaded from a file that has one
-        self.timer = None                               # lap(phase) callback: the benchmark's phase timer
 
     @staticmethod
     def layer_sizes(emsize, nhid, nlayers, tied):
@@ -104,74 +91,6 @@ class LanguageModel(Module):
         drop = self.drops[k]
         return drop.backward(dX) if self.training and drop.p > 0 else dX
 
-    def forward(self, ids, state=None):
-        """ids (B, T) -> logits (B, T, V), final state. Saves what backward needs.
-
-        The logits buffer is reused between calls of the same shape: a caller that keeps
-        logits across two forwards must copy them.
-        """
-        X, new_state = self.encode(ids, state, cache=True)
-        return self.decoder.forward(X, out=self._logits_buffer(X)), new_state
-
-    def backward(self, dLdlogits):
-        """Backprop through time over all steps and layers; fills every parameter's gradient.
-
-        dLdlogits (B, T, V). The initial state is treated as a constant (truncated BPTT).
-        """
-        self.embedding.backward(self.layers_backward(self.decoder.backward(dLdlogits)))
-
-    def forward_loss(self, ids, targets, state=None):
-        """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
-
-        forward + CrossEntropyLoss in one (mytorch.nn.LinearCrossEntropyLoss): the same
-        loss and, after backward_loss, the same gradients, with two passes fewer over
-        the (B*T, V) logits. This is what training calls.
-        """
-        check_ids(targets, self.vocab_size, "LanguageModel.forward_loss targets")
-        if tuple(targets.shape) != tuple(ids.shape):
-            raise ValueError(f"LanguageModel.forward_loss: targets of shape {tuple(targets.shape)} "
-                             f"do not match ids of shape {tuple(ids.shape)}")
-        X, new_state = self.encode(ids, state, cache=True)
-        self.lap("lstm_forward")
-        B, T, H = X.shape
-        self._shape = (B, T)
-        self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
-        targets = backend.get_array_module(X).asarray(targets).reshape(-1)
-        Z = self._head.project(X.reshape(B * T, H), out=self._logits_buffer(X).reshape(B * T, -1))
-        self.lap("projection")
-        loss = self._head.softmax_loss(Z, targets)      # the rest of LinearCrossEntropyLoss.forward
-        self.lap("softmax_loss")
-        return loss, new_state
-
-    def backward_loss(self, dLdloss=1.0):
-        """Backward of forward_loss: fills every parameter's gradient (truncated BPTT, as backward)."""
-        if self._head is None:
-            raise RuntimeError("LanguageModel.backward_loss needs a forward_loss first")
-        B, T = self._shape
-        dX = self._head.backward(dLdloss)               # (B*T, H_last)
-        self._head = None
-        self.lap("projection")
-        dX = self.layers_backward(dX.reshape(B, T, -1))  # (B, T, D)
-        self.lap("lstm_backward")
-        self.embedding.backward(dX)
-        self.lap("embedding")
-
-    def lap(self, phase):
-        """Tell the timer, if one is set, that `phase` has just ended (a no-op otherwise).
-
-        The phases of a training step (app.step.train_step): zero_grad, embedding, lstm_forward,
-        projection, softmax_loss, projection, lstm_backward, embedding, optimizer.
-        """
-        if self.timer is not None:
-            self.timer(phase)
-
-    def _logits_buffer(self, X):
-        """The (B, T, V) logits buffer for X (B, T, H), allocated once per shape."""
-        B, T, _ = X.shape
-        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
-            self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
-        return self._logits
-
     def layers_backward(self, dX):
         """Backward of run_layers: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""
         dX = self._drop_backward(len(self.layers), dX)
@@ -179,6 +98,10 @@ class LanguageModel(Module):
             dX, _ = self.layers[k].backward(dX)         # the initial state is a constant: no dh0, dc0
             dX = self._drop_backward(k, dX)
         return dX
+
+    def embed_backward(self, dX):
+        """Backward of encode's embedding lookup: dX (B, T, D) adds into the embedding's gradient."""
+        self.embedding.backward(dX)
 
     # -- inference -----------------------------------------------------------
     def predict(self, inp):
@@ -221,25 +144,6 @@ class LanguageModel(Module):
         rows = xp.asarray(rows)
         return [(h[rows], c[rows]) for h, c in state]
 
-    def special_ids(self):
-        """Ids of the words decoding can ban: <unk>, <sos>, <eos> of the model's vocabulary.
-
-        Without a vocabulary, the HW4P1 layout: <sos> and <eos> are the last two words.
-        """
-        if self.vocab is None:
-            return [self.vocab_size - 2, self.vocab_size - 1]
-        return [int(i) for w in ("<unk>", "<sos>", "<eos>") for i in np.flatnonzero(self.vocab == w)]
-
-    @contextmanager
-    def _inference(self):
-        """Eval mode for the duration (no dropout), then the caller's mode back."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(was_training)
-
     # -- state and persistence ---------------------------------------------------
     def _check_state(self, state, B):
         if state is None:
@@ -253,33 +157,8 @@ class LanguageModel(Module):
         for layer in self.layers:
             layer.clear_cache()
 
-    def state_arrays(self):
-        """{name: host array} of every parameter (a tied matrix appears once)."""
-        out, seen = {}, set()
-        for name, p, _ in self.named_parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                out[name] = backend.to_numpy(p)
-        return out
-
     def load_state_arrays(self, arrays):
-        """Fill every parameter from {name: array} (state_arrays' names; files written before the
-        LSTM layers were named `layers` call them `cells`)."""
-        arrays = {("layers." + k[len("cells."):] if k.startswith("cells.") else k): v
-                  for k, v in arrays.items()}
-        own = {name: p for name, p, _ in self.named_parameters()}
-        missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
-        if missing:
-            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
-        for name, p in own.items():
-            if name not in arrays:
-                continue  # the tied decoder weight is stored once, as the embedding
-            a = arrays[name]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(f"checkpoint parameter {name} has shape {tuple(a.shape)}, "
-                                 f"the model expects {tuple(p.shape)}")
-            p[...] = backend.to_device(a, p.dtype)
-
-    def save(self, path, float16=False, meta=None, vocab=None):
-        """One versioned .npz file with the configuration, weights and vocabulary (models.checkpoint)."""
-        save_model(self, path, float16=float16, meta=meta, vocab=vocab)
+        """Fill every parameter from {name: array}; files written before the LSTM layers were
+        named `layers` call them `cells`."""
+        super().load_state_arrays({("layers." + k[len("cells."):] if k.startswith("cells.") else k): v
+                                   for k, v in arrays.items()})

@@ -3,16 +3,27 @@ import numpy as np
 
 from .checkpoint import CheckpointError, load_npz, read_model_file
 from .language_model import LanguageModel
+from .transformer import TransformerLM
+
+# config["model"] -> the class that file holds; files written before the Transformer have no "model"
+MODELS = {"lstm": LanguageModel, "transformer": TransformerLM}
 
 
 def load_model(path, dtype=np.float32):
-    """LanguageModel, in eval mode, from a file written by save_model (float16 weights are widened)."""
+    """The LanguageModel or TransformerLM a file written by save_model holds, in eval mode (float16
+    weights are widened)."""
     arrays = load_npz(path)
     config, meta, params = read_model_file(arrays, path)
+    config = dict(config)
+    kind = config.pop("model", "lstm")
+    if kind not in MODELS:
+        raise CheckpointError(f"{path}: unknown model type {kind!r} in its configuration "
+                              f"(known: {', '.join(sorted(MODELS))})")
     try:
-        model = LanguageModel(**config, dtype=dtype)
+        model = MODELS[kind](**config, dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unknown model configuration {config} ({err})") from None
+        raise CheckpointError(f"{path}: unknown model configuration {config} for a {kind} model "
+                              f"({err})") from None
     try:
         model.load_state_arrays({k: v.astype(dtype) for k, v in params.items()})
     except ValueError as err:

@@ -3,12 +3,17 @@
 Shapes: B = batch, T = seq_len, W = windows per epoch.
 """
 import functools
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataset import (EOL, EOS, SOS, DataError, LanguageModelLoader, Vocabulary, load_fixtures, load_hw4p1)
+from dataset import (EOL, EOS, HW4P1, SOS, DataError, LanguageModelLoader, Vocabulary, fingerprint,
+                     load_fixtures, load_hw4p1)
 from fixtures import make_fixtures
 
 SOS_ID, EOS_ID = 1000, 1001
@@ -227,7 +232,8 @@ def test_missing_file_names_it_and_the_fix(tmp_path, name):
     with pytest.raises(DataError) as err:
         load_hw4p1(tmp_path)
     msg = str(err.value)
-    assert name in msg and "python -m dataset.prepare --wikitext DIR --out DIR" in msg and "\n" not in msg
+    assert name in msg and "\n" not in msg
+    assert "python train.py without --data" in msg and "python -m dataset.prepare --out DIR" in msg
 
 
 def test_missing_directory(tmp_path):
@@ -313,3 +319,55 @@ def test_real_loader_epoch(hw4p1_dir):
     x, y = next(iter(ld))
     assert x.shape == y.shape == (64, 35)
     np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+
+
+# ----------------------------------------------------------------------------- fingerprint
+
+def small_corpus():
+    return HW4P1(vocab=np.array(["a", "b", EOL, SOS, EOS]),
+                 train=[np.array([0, 1, 2]), np.array([1, 1, 2])], valid=[np.array([0, 2])])
+
+
+def test_fingerprint_is_pinned_and_ignores_containers_and_dtypes():
+    data = small_corpus()
+    # Pinned: a run stores it and --resume compares it, so it must not change between versions.
+    assert fingerprint(data) == "a4e020f7e0ad2996"
+    same = HW4P1(vocab=list(data.vocab), train=tuple(a.astype(np.int32) for a in data.train),
+                 valid=[a.astype(">i8") for a in data.valid])
+    assert fingerprint(same) == fingerprint(data)
+
+
+def test_fingerprint_changes_with_any_word_id_or_cut():
+    data = small_corpus()
+    base = fingerprint(data)
+    vocab = data.vocab.copy()
+    vocab[1] = "c"
+    changed = [
+        data._replace(vocab=vocab),                                                  # a word
+        data._replace(train=[np.array([0, 1, 2]), np.array([1, 0, 2])]),            # one training id
+        data._replace(train=[np.array([0, 1]), np.array([2, 1, 1, 2])]),            # same ids, other cut
+        data._replace(train=data.train[::-1]),                                       # another article order
+        data._replace(valid=[np.array([1, 2])]),                                     # one validation id
+        data._replace(train=data.valid, valid=data.train),                           # splits swapped
+    ]
+    prints = [fingerprint(d) for d in changed]
+    assert base not in prints and len(set(prints)) == len(prints)
+
+
+def test_fingerprint_is_the_same_in_another_process(tmp_path):
+    vocab, _ = write_layout(tmp_path)
+    here = fingerprint(load_hw4p1(tmp_path))
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from dataset import fingerprint, load_hw4p1; "
+            "print(fingerprint(load_hw4p1(sys.argv[1])))")
+    env = dict(os.environ, PYTHONHASHSEED="123",  # str hashing differs between processes: must not matter
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         env=env, check=True, timeout=120).stdout.strip()
+    assert out == here and len(here) == 16 and int(here, 16) >= 0
+
+
+@pytest.mark.data
+def test_fingerprint_of_the_real_handout(hw4p1_dir):
+    data = real(hw4p1_dir)
+    assert fingerprint(data) == fingerprint(data._replace(train=[a.copy() for a in data.train]))

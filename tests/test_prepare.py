@@ -1,9 +1,16 @@
 """dataset.prepare against the real handout and on a tiny synthetic WikiText; fixtures.* helpers."""
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from dataset import EOL, EOS, SOS, DataError, Vocabulary, load_fixtures, load_hw4p1
-from dataset.prepare import main, prepare, read_lines, split_articles
+import dataset.prepare as prepare_module
+from dataset import EOL, EOS, SOS, DataError, Vocabulary, fingerprint, load_fixtures, load_hw4p1
+from dataset.prepare import main, prepare, read_lines, split_articles, token_file
 from fixtures import format_generation, make_fixtures, prediction_nll
 
 _PREPARED = {}
@@ -137,10 +144,58 @@ def test_prepare_errors(tmp_path):
         prepare(wt, tmp_path / "out", fixtures_from="none")
 
 
-def test_main_exits_with_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as err:
-        main(["--wikitext", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
-    assert str(err.value).startswith("error: WikiText-2 directory not found") and "\n" not in str(err.value)
+def test_main_exits_2_with_one_line(tmp_path, capsys):
+    rc = main(["--wikitext", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: WikiText-2 directory not found") and err.count("\n") == 1
+    assert "leave --wikitext out" in err  # says what to do
+    wt = write_wikitext(tmp_path / "wt")
+    (tmp_path / "file").write_text("")
+    rc = main(["--wikitext", str(wt), "--out", str(tmp_path / "file" / "out")])  # cannot be written
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: cannot write {tmp_path / 'file' / 'out'}")
+    assert main(["--wikitext", str(wt), "--out", str(tmp_path / "out"), "--fixtures-from", "none"]) == 0
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--wikitext", "nowhere", "--out", "out"], "error: WikiText-2 directory not found: nowhere"),
+    (["--out", "out", "--title-min-words", "0"], "--title-min-words must be >= 1"),   # argparse
+    (["--wikitext", "nowhere"], "the following arguments are required: --out"),       # argparse
+])
+def test_command_exit_code_is_2_on_a_users_mistake(tmp_path, args, phrase):
+    """Run as a user would (python -m dataset.prepare), in an empty folder."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "dataset.prepare", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and phrase in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_defaults_to_the_bundled_text(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(prepare_module, "prepare", lambda wikitext, out, *a: seen.update(wikitext=wikitext))
+    assert main(["--out", str(tmp_path / "out")]) == 0
+    assert Path(seen["wikitext"]) == prepare_module.BUNDLED_WIKITEXT
+
+
+def test_prepare_reads_xz_files_like_plain_ones(tmp_path):
+    plain = write_wikitext(tmp_path / "plain")
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ("wiki.train.tokens", "wiki.valid.tokens"):
+        (packed / (name + ".xz")).write_bytes(lzma.compress((plain / name).read_bytes()))
+        assert read_lines(packed / (name + ".xz")) == read_lines(plain / name)
+    assert token_file(packed, "train").name == "wiki.train.tokens.xz"
+    assert token_file(plain, "train").name == "wiki.train.tokens"
+    quiet = dict(fixtures_from="none", log=lambda *a: None)
+    prepare(plain, tmp_path / "a", **quiet)
+    prepare(packed, tmp_path / "b", **quiet)
+    assert fingerprint(load_hw4p1(tmp_path / "a")) == fingerprint(load_hw4p1(tmp_path / "b"))
+    (packed / "wiki.valid.tokens.xz").write_bytes(b"\xfd7zXZ\x00 truncated")
+    with pytest.raises(DataError, match=r"cannot read .*wiki\.valid\.tokens\.xz: LZMAError"):
+        prepare(packed, tmp_path / "c", **quiet)
 
 
 def long_wikitext(rng, n_articles=4, n_lines=8, n_words=20):

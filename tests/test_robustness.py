@@ -159,7 +159,7 @@ def test_resume_from_a_bad_checkpoint(run_copy, capsys, damage):
     elif damage == "npy":
         with open(state, "wb") as f:
             np.save(f, np.arange(10))
-        phrase = "corrupt or truncated"
+        phrase = "is not a mytorch checkpoint (a single NumPy array"
     elif damage == "bad run record":
         arrays = load_npz(state)
         arrays["__run__"] = np.frombuffer(b"{not json", dtype=np.uint8)
@@ -167,7 +167,7 @@ def test_resume_from_a_bad_checkpoint(run_copy, capsys, damage):
         phrase = "unreadable training state"
     else:
         damage_file(state, damage)
-        phrase = "corrupt or truncated"
+        phrase = "is not a mytorch checkpoint (a text file" if damage == "garbage" else "corrupt or truncated"
     rc = train.main(["--resume", str(run_copy)])
     one_error_line(capsys, rc, str(state), phrase, "cannot be resumed")
 
@@ -215,9 +215,9 @@ def test_resume_against_a_different_vocabulary(run_copy, tmp_path, capsys):
 # ----------------------------------------------------------------------------- models.load
 
 @pytest.mark.parametrize("damage, phrase", [
-    ("truncate", "corrupt or truncated"), ("garbage", "corrupt or truncated"),
+    ("truncate", "corrupt or truncated"), ("garbage", r"is not a mytorch checkpoint \(a text file"),
     ("empty", "corrupt or truncated"),
-    ("npy", "corrupt or truncated"), ("no header", "not a mytorch model file"),
+    ("npy", r"is not a mytorch checkpoint \(a single NumPy array"), ("no header", "not a mytorch model file"),
     ("future format", "format version 99"), ("bad config", "unknown model configuration"),
     ("wrong shape", "has shape"), ("missing parameter", "lacks parameters"),
     ("bad vocabulary", "vocabulary of shape"),

@@ -1,4 +1,5 @@
-"""train.py end to end on a tiny corpus: checkpoints, resuming after SIGKILL / SIGTERM / SIGINT,
+"""train.py end to end on a tiny corpus: checkpoints, resuming after SIGKILL / SIGTERM / SIGINT
+(during training and during the end-of-epoch evaluation), one process per run directory,
 divergence, and failed saves.
 
 Every run uses a tiny model (--emsize 8 --nhid 8 --batch_size 4 --bptt 5): 22 batches per epoch,
@@ -13,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +64,31 @@ def reference(data_dir, tmp_path_factory):
     return out
 
 
-def run_child(argv, pause_at, sig):
-    """Start CHILD, wait until it pauses at step `pause_at`, send `sig`; return (rc, stdout, stderr)."""
+# The same, but the pause is inside the end-of-epoch evaluation: a long computation that never
+# looks at the signal (the handler must interrupt it).
+CHILD_IN_EVALUATION = r"""
+import os, sys, time
+sys.path.insert(0, os.getcwd())
+import train
+import app.trainer
+real_stream_nll = app.trainer.stream_nll
+def stream_nll(*args, **kwargs):
+    print("PAUSED", flush=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        pass
+    return real_stream_nll(*args, **kwargs)
+app.trainer.stream_nll = stream_nll
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@contextmanager
+def paused_child(argv, pause_at, child=CHILD):
+    """Start `child` with argv and yield (process, its stdout lines so far, the line queue) once it
+    printed PAUSED; kill it on the way out if it still runs."""
     env = dict(os.environ, PAUSE_AT=str(pause_at), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=ROOT, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", child, *argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)],
@@ -79,8 +103,7 @@ def run_child(argv, pause_at, sig):
             out.append(line)
             if line.strip() == "PAUSED":
                 break
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=TIMEOUT)
+        yield proc, out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -91,6 +114,17 @@ def run_child(argv, pause_at, sig):
         if line is None:
             break
         out.append(line)
+
+
+def run_child(argv, pause_at, sig, child=CHILD, took=None):
+    """Start `child`, wait until it pauses (at step `pause_at`), send `sig`; return (rc, stdout, stderr).
+    took: a list that gets the seconds from the signal to the child's exit."""
+    with paused_child(argv, pause_at, child) as (proc, out):
+        start = time.monotonic()
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=TIMEOUT)
+        if took is not None:
+            took.append(time.monotonic() - start)
     return rc, "".join(out), proc.stderr.read()
 
 
@@ -187,6 +221,59 @@ def test_signal_saves_and_resume_equals_uninterrupted(data_dir, reference, tmp_p
     assert_same_run(exp, reference)
 
 
+def test_a_signal_during_the_evaluation_stops_it_within_a_second(data_dir, reference, tmp_path, capsys):
+    """Ctrl-C in the end-of-epoch evaluation: no wait for it to finish; the state saved is the end of
+    the epoch's training, and the resumed run (which evaluates the epoch again) equals the reference."""
+    exp = tmp_path / "run"
+    argv = ["--data", str(data_dir), "--save", str(exp), *TINY]
+    took = []
+    rc, out, err = run_child(argv, 0, signal.SIGINT, child=CHILD_IN_EVALUATION, took=took)
+    assert rc == 128 + signal.SIGINT, err
+    assert took[0] < 2.0, f"{took[0]:.2f} s from SIGINT to exit"
+    assert "Traceback" not in err and "SIGINT: stopping the evaluation and saving" in err
+    assert (f"stopped at epoch 1, batch {BATCHES} (the end of its training: epoch 1 is evaluated on resume); "
+            f"state saved. Resume with: python train.py --resume {exp}") in err
+    run = json.loads(bytes(load_npz(exp / "state.npz")["__run__"]).decode())
+    assert (run["pos"]["epoch"], run["pos"]["batch"], run["pos"]["metrics"]) == (0, BATCHES, [])
+    capsys.readouterr()
+    assert train.main(["--resume", str(exp), "--no-progress"]) == 0
+    assert f"resuming {exp} from epoch 1, batch {BATCHES}" in capsys.readouterr().out
+    assert_same_run(exp, reference)
+
+
+# ----------------------------------------------------------------------------- one process per run
+
+def test_a_second_process_is_refused_while_one_trains(data_dir, tmp_path, capsys):
+    exp = tmp_path / "run"
+    argv = ["--data", str(data_dir), "--save", str(exp), *TINY]
+    with paused_child(argv, 1, CHILD) as (proc, out):          # before the first state.npz
+        assert (exp / ".lock").read_text().strip() == str(proc.pid)
+        for second in (argv, ["--resume", str(exp)]):
+            rc = train.main(second)
+            err = capsys.readouterr().err
+            assert rc == 2 and err.count("\n") == 1, err
+            assert err.startswith(f"error: {exp} is in use by another training process (pid {proc.pid})")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 128 + signal.SIGTERM
+    assert not (exp / ".lock").exists()                           # removed when the process ended
+    assert train.main(["--resume", str(exp)]) == 0                # and the directory is free again
+    assert not (exp / ".lock").exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(data_dir, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                                   # a pid that is no longer running
+    exp = tmp_path / "run"
+    exp.mkdir()
+    (exp / ".lock").write_text(f"{dead.pid}\n")
+    assert train.main(["--data", str(data_dir), "--save", str(exp), *TINY, "--epochs", "1"]) == 0
+    assert not (exp / ".lock").exists()
+    (exp / ".lock").write_text(f"{dead.pid}\n")
+    assert train.main(["--resume", str(exp), "--epochs", "2"]) == 0
+    assert not (exp / ".lock").exists()
+    assert "in use" not in capsys.readouterr().err
+
+
 def test_second_signal_quits_without_saving(data_dir, tmp_path, monkeypatch, capsys):
     exp = tmp_path / "run"
     real_step, n = train.Run.train_step, {"steps": 0}
@@ -215,7 +302,7 @@ def test_second_signal_quits_without_saving(data_dir, tmp_path, monkeypatch, cap
 @pytest.mark.parametrize("where", ["loss", "gradient"])
 def test_non_finite_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys, where):
     from mytorch import optim
-    import models.language_model as lm
+    import models.base as lm
     calls = {"n": 0}
     if where == "loss":
         class NaNLoss(lm.LinearCrossEntropyLoss):

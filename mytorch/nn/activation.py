@@ -99,7 +99,7 @@ class GELU(Module):
         if self.approximate == "none":
             self.Phi = 0.5 * (1.0 + erf(X * _SQRT_HALF))        # Phi(X), the normal CDF
             return X * self.Phi
-        self.tanh_u = xp.tanh(_SQRT_2_OVER_PI * (X + _TANH_CUBIC * X ** 3))
+        self.tanh_u = xp.tanh(_SQRT_2_OVER_PI * (X + _TANH_CUBIC * (X * X * X)))
         return 0.5 * X * (1.0 + self.tanh_u)
 
     def backward(self, dLdY):

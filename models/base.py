@@ -1,0 +1,158 @@
+"""What every language model here shares: the training step's two halves, the files, the hooks.
+
+Shapes: B batch, T time steps, D the last layer's width, V vocabulary.
+
+A model subclasses LanguageModelBase and provides
+
+    embedding, decoder              the token embedding (V, D) and the output projection Linear(D, V)
+    encode(ids, state, cache)       ids (B, T) -> the last layer's outputs (B, T, D), the new state
+                                    (cache=True: the training path, saving what backward needs)
+    layers_backward(dX)             backward of encode's layers: dX (B, T, D) -> dL/d(embedded ids)
+    embed_backward(dX)              backward of encode's embedding
+    predict, generate, decode_start, decode_step, select_state    (models.decoding's interface)
+
+and gets forward / backward (the plain projection), forward_loss / backward_loss (the projection
+fused with the cross-entropy: what training calls), the timer hook, state arrays and save.
+"""
+from contextlib import contextmanager
+
+import numpy as np
+
+from mytorch import backend, fast
+from mytorch.nn import LinearCrossEntropyLoss, Module
+from mytorch.nn.module import check_ids as check_token_ids
+
+from .checkpoint import save_model
+
+
+def check_ids(ids, vocab_size, who):
+    """Token ids must be a 2-D (B, T) integer array with values in [0, V)."""
+    check_token_ids(ids, vocab_size, who, shape="(B, T)")
+
+
+class LanguageModelBase(Module):
+    # lap() phases of a training step (app.step.train_step), in order; projection and embedding
+    # end twice (forward, then backward)
+    PHASES = ("zero_grad", "embedding", "layers_forward", "projection", "softmax_loss", "projection",
+              "layers_backward", "embedding", "optimizer")
+
+    def __init__(self):
+        super().__init__()
+        self._logits = None                             # (B, T, V) buffer, reused
+        self._head = None                               # the fused loss of the last forward_loss
+        self._shape = None                              # (B, T) of the last forward_loss
+        self.vocab = None                               # (V,) str when loaded from a file that has one
+        self.timer = None                               # lap(phase) callback: the benchmark's phase timer
+
+    # -- the training step's two halves --------------------------------------
+    def forward(self, ids, state=None):
+        """ids (B, T) -> logits (B, T, V), the final state. Saves what backward needs.
+
+        The logits buffer is reused between calls of the same shape: a caller that keeps
+        logits across two forwards must copy them.
+        """
+        X, new_state = self.encode(ids, state, cache=True)
+        return self.decoder.forward(X, out=self._logits_buffer(X)), new_state
+
+    def backward(self, dLdlogits):
+        """dLdlogits (B, T, V) -> fills every parameter's gradient (the state given to forward is a
+        constant: truncated backpropagation)."""
+        self.embed_backward(self.layers_backward(self.decoder.backward(dLdlogits)))
+
+    def forward_loss(self, ids, targets, state=None):
+        """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
+
+        forward + CrossEntropyLoss in one (mytorch.nn.LinearCrossEntropyLoss): the same
+        loss and, after backward_loss, the same gradients, with two passes fewer over
+        the (B*T, V) logits. This is what training calls.
+        """
+        who = type(self).__name__
+        check_ids(targets, self.vocab_size, f"{who}.forward_loss targets")
+        if tuple(targets.shape) != tuple(ids.shape):
+            raise ValueError(f"{who}.forward_loss: targets of shape {tuple(targets.shape)} "
+                             f"do not match ids of shape {tuple(ids.shape)}")
+        X, new_state = self.encode(ids, state, cache=True)
+        self.lap("layers_forward")
+        B, T, D = X.shape
+        self._shape = (B, T)
+        self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
+        targets = backend.get_array_module(X).asarray(targets).reshape(-1)
+        Z = self._head.project(X.reshape(B * T, D), out=self._logits_buffer(X).reshape(B * T, -1))
+        self.lap("projection")
+        loss = self._head.softmax_loss(Z, targets)      # the rest of LinearCrossEntropyLoss.forward
+        self.lap("softmax_loss")
+        return loss, new_state
+
+    def backward_loss(self, dLdloss=1.0):
+        """Backward of forward_loss: fills every parameter's gradient (truncated, as backward)."""
+        if self._head is None:
+            raise RuntimeError(f"{type(self).__name__}.backward_loss needs a forward_loss first")
+        B, T = self._shape
+        dX = self._head.backward(dLdloss)               # (B*T, D)
+        self._head = None
+        self.lap("projection")
+        dX = self.layers_backward(dX.reshape(B, T, -1))
+        self.lap("layers_backward")
+        self.embed_backward(dX)
+        self.lap("embedding")
+
+    def lap(self, phase):
+        """Tell the timer, if one is set, that `phase` (one of PHASES) has just ended; a no-op otherwise."""
+        if self.timer is not None:
+            self.timer(phase)
+
+    def _logits_buffer(self, X):
+        """The (B, T, V) logits buffer for X (B, T, D), allocated once per shape."""
+        B, T, _ = X.shape
+        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
+            self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
+        return self._logits
+
+    # -- decoding ----------------------------------------------------------------
+    def special_ids(self):
+        """Ids of the words decoding can ban: <unk>, <sos>, <eos> of the model's vocabulary.
+
+        Without a vocabulary, the HW4P1 layout: <sos> and <eos> are the last two words.
+        """
+        if self.vocab is None:
+            return [self.vocab_size - 2, self.vocab_size - 1]
+        return [int(i) for w in ("<unk>", "<sos>", "<eos>") for i in np.flatnonzero(self.vocab == w)]
+
+    @contextmanager
+    def _inference(self):
+        """Eval mode for the duration (no dropout), then the caller's mode back."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    # -- files -------------------------------------------------------------------
+    def state_arrays(self):
+        """{name: host array} of every parameter (a tied matrix appears once)."""
+        out, seen = {}, set()
+        for name, p, _ in self.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[name] = backend.to_numpy(p)
+        return out
+
+    def load_state_arrays(self, arrays):
+        """Fill every parameter from {name: array} (state_arrays' names)."""
+        own = {name: p for name, p, _ in self.named_parameters()}
+        missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
+        if missing:
+            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
+        for name, p in own.items():
+            if name not in arrays:
+                continue  # a tied decoder weight is stored once, as the embedding
+            a = arrays[name]
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError(f"checkpoint parameter {name} has shape {tuple(a.shape)}, "
+                                 f"the model expects {tuple(p.shape)}")
+            p[...] = backend.to_device(a, p.dtype)
+
+    def save(self, path, float16=False, meta=None, vocab=None):
+        """One versioned .npz file with the configuration, weights and vocabulary (models.checkpoint)."""
+        save_model(self, path, float16=float16, meta=meta, vocab=vocab)
