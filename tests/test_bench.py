@@ -177,3 +177,12 @@ def test_cupy_backend(capsys):
     result, _ = _run(capsys, TINY + ["--backend", "cupy", "--no-torch"])
     assert result["backend"] == "cupy" and result["tokens_per_s"] > 0 and result["gpu_pool_mb"] is not None
     assert backend.get_backend() == "numpy"
+
+
+def test_the_ufunc_timer_prints_every_ufunc(capsys):
+    from bench import ufuncs
+    assert ufuncs.main([]) == 0
+    out = capsys.readouterr().out
+    for name in ufuncs.UFUNCS:
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert float(line.split()[1]) > 0
