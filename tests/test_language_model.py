@@ -18,19 +18,9 @@ from dataset.corpus import SOS, UNK, Vocabulary
 from models import LanguageModel, check_ids
 from models.sampling import choose_next
 from mytorch.gradcheck import check_gradient
-from mytorch.nn import CrossEntropyLoss
+from lm_helpers import FixedMasks, backprop, ce, unique_params
 
 V = 20
-
-
-def _unique_params(model):
-    """{name: param} with a tied matrix once (under its first name, the embedding's)."""
-    out, seen = {}, set()
-    for name, p, _ in model.named_parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            out[name] = p
-    return out
 
 
 def _model(tied=False, dropout=0.0, dropouth=None, D=4, H=5, L=2, vocab=V, seed=0, scale=0.6,
@@ -38,7 +28,7 @@ def _model(tied=False, dropout=0.0, dropouth=None, D=4, H=5, L=2, vocab=V, seed=
     m = LanguageModel(vocab, emsize=D, nhid=H, nlayers=L, tied=tied, dropout=dropout, dropouth=dropouth,
                       seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed + 100)
-    for p in _unique_params(m).values():
+    for p in unique_params(m).values():
         p[...] = rng.uniform(-scale, scale, p.shape)
     return m
 
@@ -46,24 +36,6 @@ def _model(tied=False, dropout=0.0, dropouth=None, D=4, H=5, L=2, vocab=V, seed=
 def _rand_state(model, B, rng):
     return [(rng.uniform(-0.5, 0.5, (B, c.hidden_size)), rng.uniform(-0.5, 0.5, (B, c.hidden_size)))
             for c in model.layers]
-
-
-class _FixedMasks:
-    """Restores every dropout generator to the state it had at construction (same masks each forward)."""
-
-    def __init__(self, model):
-        self.rngs = {id(d.rng): d.rng for d in model.drops}
-        self.states = {k: r.bit_generator.state for k, r in self.rngs.items()}
-
-    def restore(self):
-        for k, r in self.rngs.items():
-            r.bit_generator.state = self.states[k]
-
-
-def _ce(logits, targets):
-    crit = CrossEntropyLoss()
-    B, T, Vv = logits.shape
-    return crit.forward(logits.reshape(B * T, Vv).copy(), targets.reshape(-1)), crit
 
 
 # ------------------------------------------------------------------ gradient checks
@@ -91,17 +63,10 @@ def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_sta
     targets = rng.integers(0, V, (B, T))
     targets[0, 0] = targets[-1, -1]                          # a repeated target
     state = _rand_state(model, B, rng) if with_state else None
-    masks = _FixedMasks(model)
+    masks = FixedMasks(model)
 
     masks.restore()
-    model.zero_grad()
-    if fused:
-        loss, _ = model.forward_loss(ids, targets, state)
-        model.backward_loss()
-    else:
-        logits, _ = model.forward(ids, state)
-        loss, crit = _ce(logits, targets)
-        model.backward(crit.backward().reshape(B, T, V))
+    loss = backprop(model, ids, targets, state, fused)
     grads = {name: g.copy() for name, _, g in model.named_parameters()}
     if dropout > 0:   # the masks really drop something, so the check covers their backward
         assert any((d.mask == 0).any() for d in model.drops)
@@ -111,10 +76,10 @@ def test_bptt_matches_finite_differences(tied, dropout, dropouth, B, T, with_sta
         masks.restore()
         out, _ = model.forward(ids, state)
         model.clear_cache()           # f runs forwards only: drop their saved activations
-        return _ce(out, targets)[0]
+        return ce(out, targets)[0]
 
     assert f() == pytest.approx(loss, rel=1e-12)   # the fixed masks reproduce the analytic pass
-    for name, p in _unique_params(model).items():
+    for name, p in unique_params(model).items():
         check_gradient(f, p, grads[name], rtol=1e-6, eps=1e-5)
     if tied:
         assert model.decoder.params["W"] is model.embedding.params["W"]
@@ -128,7 +93,7 @@ def test_forward_loss_equals_forward_then_cross_entropy_in_float32(tied, rng):
     ids, targets = rng.integers(0, 300, (4, 7)), rng.integers(0, 300, (4, 7))
     model.zero_grad()
     logits, state = model.forward(ids)
-    loss, crit = _ce(logits, targets)
+    loss, crit = ce(logits, targets)
     model.backward(crit.backward().reshape(4, 7, 300))
     plain = {n: g.copy() for n, _, g in model.named_parameters()}
     model.zero_grad()
@@ -162,7 +127,7 @@ def test_gradients_accumulate_and_zero_grad_clears(rng):
 
     def grads_once():
         logits, _ = model.forward(ids)
-        _, crit = _ce(logits, targets)
+        _, crit = ce(logits, targets)
         model.backward(crit.backward().reshape(2, 4, V))
         return {n: g.copy() for n, g in ((n, g) for n, _, g in model.named_parameters())}
 
@@ -185,7 +150,7 @@ def test_two_sequences_in_a_row_leave_nothing_behind(rng):
         model.zero_grad()
         logits, state = model.forward(ids)
         logits = logits.copy()
-        _, crit = _ce(logits, y)
+        _, crit = ce(logits, y)
         model.backward(crit.backward().reshape(*ids.shape, V))
         return logits, state, {n: g.copy() for n, _, g in model.named_parameters()}
 
@@ -398,7 +363,7 @@ def test_save_load_round_trip(tmp_path, tied, rng):
         names = [k for k in z.files if k.startswith("param/")]
         assert ("param/decoder.W" in names) == (not tied)               # a tied matrix stored once
         n_stored = sum(z[k].size for k in names)
-    assert n_stored == sum(p.size for p in _unique_params(model).values())
+    assert n_stored == sum(p.size for p in unique_params(model).values())
 
 
 def test_float16_file_moves_predictions_a_little(tmp_path, rng):

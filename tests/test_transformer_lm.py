@@ -22,19 +22,10 @@ from app.step import train_step
 from models import LanguageModel, TransformerLM
 from mytorch import optim
 from mytorch.gradcheck import numerical_grad
-from mytorch.nn import CrossEntropyLoss
+from lm_helpers import FixedMasks, backprop, ce, unique_params
 
 V, D, H, L, M = 13, 8, 2, 2, 6
 VECTOR, SAMPLED = 4 * D, 12  # arrays up to VECTOR entries are checked whole, bigger ones at SAMPLED entries
-
-
-def _unique_params(model):
-    out, seen = {}, set()
-    for name, p, _ in model.named_parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            out[name] = p
-    return out
 
 
 def _model(dropout=0.0, positional="learned", gelu="tanh", max_len=M, seed=0, scale=0.5, dtype=np.float64,
@@ -42,28 +33,10 @@ def _model(dropout=0.0, positional="learned", gelu="tanh", max_len=M, seed=0, sc
     m = TransformerLM(vocab, d_model=d_model, nhead=H, nlayers=L, max_len=max_len, dropout=dropout,
                       positional=positional, gelu=gelu, seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed + 100)
-    for name, p in _unique_params(m).items():
+    for name, p in unique_params(m).items():
         centre = 1.0 if name.endswith("gamma") else 0.0
         p[...] = centre + rng.uniform(-scale, scale, p.shape)
     return m
-
-
-class _FixedMasks:
-    """Restores every dropout generator to its state at construction (the same masks each forward)."""
-
-    def __init__(self, model):
-        self.rngs = {id(d.rng): d.rng for d in model.drops}
-        self.states = {k: r.bit_generator.state for k, r in self.rngs.items()}
-
-    def restore(self):
-        for k, r in self.rngs.items():
-            r.bit_generator.state = self.states[k]
-
-
-def _ce(logits, targets):
-    crit = CrossEntropyLoss()
-    B, T, Vv = logits.shape
-    return crit.forward(logits.reshape(B * T, Vv).copy(), targets.reshape(-1)), crit
 
 
 def _check_param(f, name, p, grad, entries, zero=False, rtol=1e-6, eps=1e-5):
@@ -88,7 +61,7 @@ def _check_all(f, model, grads, rng=None, one_position=False):
     is given. The key bias b_k moves no softmax: its gradient is 0; with one position (S = 1)
     every softmax is [1], so nothing of the queries and keys matters either."""
     zero = ("attn.W_q", "attn.W_k", "attn.b_q", "attn.b_k") if one_position else ("attn.b_k",)
-    for name, p in _unique_params(model).items():
+    for name, p in unique_params(model).items():
         if rng is None or p.size <= VECTOR:
             entries = np.arange(p.size)
         else:
@@ -121,27 +94,20 @@ def test_gradients_match_finite_differences(dropout, positional, gelu, B, T, C, 
     ids = np.full((B, T), 7) if repeated else rng.integers(0, V, (B, T))
     targets = rng.integers(0, V, (B, T))
     state = rng.integers(0, V, (B, C)) if C else None
-    masks = _FixedMasks(model)
+    masks = FixedMasks(model)
 
     masks.restore()
-    model.zero_grad()
-    if fused:
-        loss, _ = model.forward_loss(ids, targets, state)
-        model.backward_loss()
-    else:
-        logits, _ = model.forward(ids, state)
-        loss, crit = _ce(logits, targets)
-        model.backward(crit.backward().reshape(B, T, V))
+    loss = backprop(model, ids, targets, state, fused)
     grads = _grads(model)
     if dropout:   # the masks really drop something, in every kind of dropout layer
         assert all((d.mask == 0).any() for d in model.drops)
 
     def f():
         masks.restore()
-        return _ce(model.forward(ids, state)[0], targets)[0]
+        return ce(model.forward(ids, state)[0], targets)[0]
 
     assert f() == pytest.approx(loss, rel=1e-12)          # the fixed masks reproduce the analytic pass
-    params = _unique_params(model)
+    params = unique_params(model)
     assert ("pos.W" in params) == (positional == "learned")
     _check_all(f, model, grads, rng, one_position=C + T == 1)
     assert model.decoder.params["W"] is model.embedding.params["W"]
@@ -152,7 +118,7 @@ def test_every_entry_of_every_parameter_once(rng):
     """One case with no random directions: each entry of each parameter against its own difference."""
     model = _model(dropout=0.2)
     ids, targets = rng.integers(0, V, (2, 3)), rng.integers(0, V, (2, 3))
-    masks = _FixedMasks(model)
+    masks = FixedMasks(model)
     masks.restore()
     model.zero_grad()
     model.forward_loss(ids, targets)
@@ -161,7 +127,7 @@ def test_every_entry_of_every_parameter_once(rng):
 
     def f():
         masks.restore()
-        return _ce(model.forward(ids)[0], targets)[0]
+        return ce(model.forward(ids)[0], targets)[0]
 
     _check_all(f, model, grads)
 
@@ -171,7 +137,7 @@ def test_forward_loss_equals_forward_then_cross_entropy_in_float32(rng):
     ids, targets = rng.integers(0, 300, (4, 6)), rng.integers(0, 300, (4, 6))
     model.zero_grad()
     logits, state = model.forward(ids)
-    loss, crit = _ce(logits, targets)
+    loss, crit = ce(logits, targets)
     model.backward(crit.backward().reshape(4, 6, 300))
     plain = _grads(model)
     model.zero_grad()
@@ -204,7 +170,7 @@ def test_inference_between_forward_and_backward_changes_nothing(rng):
     """predict and generate save nothing: a pending backward gives the same gradients."""
     model = _model(dropout=0.3)
     ids, targets = rng.integers(0, V, (3, 5)), rng.integers(0, V, (3, 5))
-    masks = _FixedMasks(model)
+    masks = FixedMasks(model)
     masks.restore()
     model.zero_grad()
     model.forward_loss(ids, targets)
@@ -272,7 +238,7 @@ def test_stream_nll_carries_the_context(rng):
     n = (ids.size - 1) // 2
     logits = model.eval().forward(ids[:n * 2].reshape(2, n))[0]
     assert count == 2 * n
-    assert nll == pytest.approx(_ce(logits, ids[1:n * 2 + 1].reshape(2, n))[0], rel=1e-10)
+    assert nll == pytest.approx(ce(logits, ids[1:n * 2 + 1].reshape(2, n))[0], rel=1e-10)
 
 
 def test_inference_never_drops_and_keeps_the_mode(rng):
@@ -417,7 +383,7 @@ def test_save_load_round_trip(positional, tmp_path, rng):
     with np.load(path) as z:
         names = [k for k in z.files if k.startswith("param/")]
         assert "param/decoder.W" not in names                           # the tied matrix stored once
-        assert sum(z[k].size for k in names) == sum(p.size for p in _unique_params(model).values())
+        assert sum(z[k].size for k in names) == sum(p.size for p in unique_params(model).values())
 
 
 def test_float16_file_moves_predictions_a_little(tmp_path, rng):
