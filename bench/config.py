@@ -19,7 +19,11 @@ DESCRIPTION = "Time training steps of the word-level LSTM language model, and pu
 # batch and optimizer (app.config.PRESETS["notebook"]).
 REFERENCE_PRESET = "notebook"
 WIKITEXT2_VOCAB = 33280
-TORCH_VARIANTS = ("lstmcell", "lstm")
+# the PyTorch variants each model family may time (bench/torch_reference.py); all of them by default
+TORCH_VARIANTS = {"lstm": ("lstmcell", "lstm"), "transformer": ("transformer", "mha")}
+TORCH_NAMES = {"lstmcell": "nn.LSTMCell loop", "lstm": "nn.LSTM",
+               "transformer": "torch.nn Transformer (pre-LN GPT, explicit attention)",
+               "mha": "torch.nn Transformer (pre-LN GPT, nn.MultiheadAttention)"}
 
 
 def parse_args(argv=None):
@@ -36,9 +40,10 @@ def parse_args(argv=None):
                    help="BLAS threads, mytorch row-block threads (MYTORCH_THREADS) and torch threads")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="mytorch array backend")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
-    p.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS),
-                   help="PyTorch recurrences to time: lstmcell (Python loop over nn.LSTMCell), "
-                        "lstm (nn.LSTM)")
+    p.add_argument("--torch-variants",
+                   help="PyTorch variants to time, comma-separated (default: all of the model's). LSTM: "
+                        "lstmcell (Python loop over nn.LSTMCell), lstm (nn.LSTM); Transformer: transformer "
+                        "(attention written out, causal mask), mha (nn.MultiheadAttention)")
     p.add_argument("--seed", type=int, default=1111, help="random seed (weights and token ids)")
     return p.parse_args(argv)
 
@@ -47,7 +52,9 @@ def resolve_config(args):
     """The reference model, or another preset, overridden by the flags given; validated."""
     cfg = validate(resolve(args.preset or REFERENCE_PRESET, args))
     cfg.pop("epochs")
-    torch_variants = [v.strip() for v in args.torch_variants.split(",") if v.strip()]
+    allowed = TORCH_VARIANTS[cfg.get("model", "lstm")]
+    given = ",".join(allowed) if args.torch_variants is None else args.torch_variants
+    torch_variants = list(dict.fromkeys(v.strip() for v in given.split(",") if v.strip()))
     cfg.update(preset=args.preset or "reference", vocab=args.vocab, steps=args.steps, warmup=args.warmup,
                threads=args.threads, backend=args.backend, seed=args.seed, gemm_reps=args.gemm_reps,
                dtype="float32", tokens_per_step=cfg["batch_size"] * cfg["bptt"])
@@ -57,8 +64,9 @@ def resolve_config(args):
         (cfg["warmup"] >= 0, f"--warmup must be >= 0, got {cfg['warmup']}"),
         (cfg["gemm_reps"] >= 1, f"--gemm-reps must be >= 1, got {cfg['gemm_reps']}"),
         (cfg["threads"] >= 1, f"--threads must be >= 1, got {cfg['threads']}"),
-        (all(v in TORCH_VARIANTS for v in torch_variants),
-         f"--torch-variants: choose from {', '.join(TORCH_VARIANTS)}, got {args.torch_variants!r}"),
+        (all(v in allowed for v in torch_variants),
+         f"--torch-variants for a {cfg.get('model', 'lstm')} model: choose from {', '.join(allowed)}, "
+         f"got {given!r}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -1,7 +1,7 @@
 """The benchmark's report: a plain-text table for people, one JSON line for tools."""
 from app.config import describe_model
 
-from .config import OPTIMIZERS, is_transformer, layer_sizes
+from .config import OPTIMIZERS, TORCH_NAMES, is_transformer, layer_sizes
 
 PHASES = [
     ("zero_grad", "zero_grad + ids to device"),
@@ -72,7 +72,7 @@ def format_report(cfg, r):
     if tr is None:
         lines.append(f"PyTorch          {'n/a':>10s}           {r['torch_note']}; ratio n/a")
     else:
-        names = {"lstmcell": "nn.LSTMCell loop", "lstm": "nn.LSTM"}
+        names = TORCH_NAMES
         for variant, tps in tr["tokens_per_s"].items():
             mark = "  <- faster" if variant == tr["fastest"] and len(tr["tokens_per_s"]) > 1 else ""
             lines.append(f"PyTorch          {tps:10,.0f} tokens/s  ({tr['step_ms'][variant]:.2f} ms/step; "
@@ -95,14 +95,14 @@ def summary(cfg, r):
     torch_part = None
     if tr is not None:
         torch_part = dict(version=tr["version"], device=tr["device"], threads=tr["threads"],
-                          fastest=tr["fastest"],
+                          fastest=tr["fastest"], names={k: TORCH_NAMES[k] for k in tr["tokens_per_s"]},
                           tokens_per_s={k: rnd(v, 1) for k, v in tr["tokens_per_s"].items()},
                           step_ms={k: rnd(v) for k, v in tr["step_ms"].items()},
                           ratio={k: rnd(r["tokens_per_s"] / v) for k, v in tr["tokens_per_s"].items()})
-    config = {k: cfg[k] for k in ("preset", "vocab", "emsize", "nhid", "nlayers", "tied", "dropout",
-                                  "dropouth", "batch_size", "bptt", "tokens_per_step", "optimizer", "lr",
-                                  "clip", "wdecay", "steps", "warmup", "threads", "seed", "dtype",
-                                  "gemm_reps")}
+    config = {k: cfg[k] for k in ("preset", "model", "vocab", "emsize", "nhid", "nhead", "nlayers", "tied",
+                                  "dropout", "dropouth", "batch_size", "bptt", "tokens_per_step", "optimizer",
+                                  "lr", "clip", "wdecay", "steps", "warmup", "threads", "seed", "dtype",
+                                  "gemm_reps") if k in cfg}          # the LSTM's keys or the Transformer's
     return dict(
         tokens_per_s=rnd(r["tokens_per_s"], 1),
         plain_tokens_per_s=rnd(r["plain_tokens_per_s"], 1),

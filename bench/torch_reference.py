@@ -1,12 +1,20 @@
 """The same language model in PyTorch, timed the same way: the comparison the benchmark reports.
 
 torch is imported inside time_torch and nowhere else: it is an optional, benchmark-only dependency.
-Shapes: B batch, T time steps, D embedding size, H hidden size, V vocabulary.
+Shapes: B batch, T time steps, D embedding size (d_model), H hidden size, V vocabulary, h heads,
+d_k = D / h.
+
+LSTM variants: "lstmcell" (a Python loop over nn.LSTMCell, as the notebook), "lstm" (nn.LSTM).
+Transformer variants (models.TransformerLM's architecture, eager mode): "transformer" (the attention
+written out as mytorch computes it: four D x D products with biases, Q K^T / sqrt(d_k), a causal mask,
+softmax, dropout on the weights, A V) and "mha" (nn.MultiheadAttention(batch_first=True), a causal
+attn_mask: one packed (3D, D) input product and PyTorch's fused attention kernel).
 """
+import math
 import statistics
 import time
 
-from .config import layer_sizes
+from .config import is_transformer, layer_sizes
 
 
 def build_torch(torch, cfg, variant, device):
@@ -56,6 +64,91 @@ def build_torch(torch, cfg, variant, device):
     return model, opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
 
 
+def build_torch_transformer(torch, cfg, variant, device):
+    """TransformerLM in PyTorch (float32): token embedding + learned positions, dropout, pre-LN blocks
+    (x = x + drop(attn(ln1(x))); x = x + drop(mlp(ln2(x))), GELU tanh, D -> 4D -> D), final LayerNorm,
+    the projection tied to the embedding with its own bias; GPT-2's init, as TransformerLM's. And its
+    optimizer."""
+    nn, F = torch.nn, torch.nn.functional
+    V, D, h, L, T, p = cfg["vocab"], cfg["emsize"], cfg["nhead"], cfg["nlayers"], cfg["bptt"], cfg["dropout"]
+
+    class Attention(nn.Module):
+        """Causal multi-head attention, written out: (B, T, D) -> (B, T, D)."""
+
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+            self.drop = nn.Dropout(p)
+
+        def forward(self, X, mask):                                     # mask (T, T), True: hidden
+            B = X.shape[0]
+
+            def split(Z):                                               # (B, T, D) -> (B, h, T, d_k)
+                return Z.view(B, T, h, D // h).transpose(1, 2)
+            Q, K, Vh = split(self.q(X)), split(self.k(X)), split(self.v(X))
+            S = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(D // h))  # (B, h, T, T)
+            A = self.drop(torch.softmax(S.masked_fill(mask, float("-inf")), dim=-1))
+            return self.o((A @ Vh).transpose(1, 2).reshape(B, T, D))
+
+    class MHA(nn.Module):
+        """nn.MultiheadAttention, causal: (B, T, D) -> (B, T, D)."""
+
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(D, h, dropout=p, batch_first=True)
+
+        def forward(self, X, mask):
+            return self.mha(X, X, X, attn_mask=mask, need_weights=False, is_causal=True)[0]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+            self.attn = MHA() if variant == "mha" else Attention()
+            self.fc, self.proj = nn.Linear(D, 4 * D), nn.Linear(4 * D, D)
+            self.drop1, self.drop2 = nn.Dropout(p), nn.Dropout(p)
+
+        def forward(self, X, mask):
+            X = X + self.drop1(self.attn(self.ln1(X), mask))
+            return X + self.drop2(self.proj(F.gelu(self.fc(self.ln2(X)), approximate="tanh")))
+
+    class TorchTransformerLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(V, D)
+            self.pos = nn.Parameter(torch.empty(T, D))                  # learned positions, context T
+            self.drop = nn.Dropout(p)
+            self.blocks = nn.ModuleList(Block() for _ in range(L))
+            self.ln_f = nn.LayerNorm(D)
+            self.decoder = nn.Linear(D, V)
+            self.decoder.weight = self.embedding.weight                 # tied, with its own bias
+            self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).triu(1), persistent=False)
+            std, resid = 0.02, 0.02 / math.sqrt(2 * L)
+            for w in (self.embedding.weight, self.pos):
+                nn.init.normal_(w, 0.0, std)
+            for b in self.blocks:
+                a = b.attn.mha if variant == "mha" else b.attn
+                w_in = [a.in_proj_weight] if variant == "mha" else [a.q.weight, a.k.weight, a.v.weight]
+                for w in w_in + [b.fc.weight]:
+                    nn.init.normal_(w, 0.0, std)
+                for w in ((a.out_proj if variant == "mha" else a.o).weight, b.proj.weight):
+                    nn.init.normal_(w, 0.0, resid)                      # the two writing into the stream
+            for name, w in self.named_parameters():
+                if name.endswith("bias"):                               # every bias 0, LayerNorm beta too
+                    nn.init.zeros_(w)
+
+        def forward(self, ids):                                         # ids (B, T) -> logits (B, T, V)
+            X = self.drop(self.embedding(ids) + self.pos[:ids.shape[1]])  # (B, T, D)
+            for block in self.blocks:
+                X = block(X, self.mask)
+            return self.decoder(self.ln_f(X))
+
+    torch.manual_seed(cfg["seed"])
+    model = TorchTransformerLM().to(device=device, dtype=torch.float32)
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
+    return model, opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["wdecay"])
+
+
 def time_torch(cfg, batches, variants):
     """-> (result dict or None, note). Imports torch here and nowhere else."""
     try:
@@ -74,7 +167,8 @@ def time_torch(cfg, batches, variants):
     result = dict(version=torch.__version__, device=device, threads=torch.get_num_threads(),
                   tokens_per_s={}, step_ms={})
     for variant in variants:
-        model, opt = build_torch(torch, cfg, variant, device)
+        build = build_torch_transformer if is_transformer(cfg) else build_torch
+        model, opt = build(torch, cfg, variant, device)
         model.train()
         params = list(model.parameters())
         step_ms = []

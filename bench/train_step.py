@@ -47,6 +47,10 @@ Everything runs in one process, so all figures share one machine state:
    batch, same step count, torch.set_num_threads(--threads). The faster variant
    is the headline (ratio = mytorch tokens/s / torch tokens/s); both are reported.
    With --backend cupy, PyTorch runs on CUDA (not at all if it has no CUDA).
+   A Transformer (--preset transformer) is compared with the same architecture in torch.nn, eager
+   (token + learned positions, pre-LN blocks, GELU tanh, tied projection, AdamW): "transformer" writes
+   the causal attention out as mytorch computes it, "mha" uses nn.MultiheadAttention; the faster
+   is the headline, as for the LSTM.
 
 The code: bench/config.py (flags, presets, FLOP count), bench/timing.py (mytorch, the GEMM
 rate), bench/torch_reference.py (PyTorch), bench/report.py (the table and the JSON line).
@@ -65,8 +69,7 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.fast.parallel import openblas_thread_timeout
 
-from .config import (UsageError, is_transformer, matmul_flops_per_token, optimizer_bytes_per_step, parse_args,
-                     resolve_config)
+from .config import UsageError, matmul_flops_per_token, optimizer_bytes_per_step, parse_args, resolve_config
 from .report import format_report, summary
 from .timing import (blas_libraries, gemm_rate, memory_bandwidth, peak_rss_mb, processor_name, random_batches,
                      thread_limits, time_mytorch)
@@ -90,8 +93,6 @@ def run(cfg, torch_variants, no_torch=False):
     blas = blas_libraries() if cfg["backend"] == "numpy" else ["cuBLAS (CuPy)"]
     if no_torch:
         tr, torch_note = None, "PyTorch not timed (--no-torch)"
-    elif is_transformer(cfg):
-        tr, torch_note = None, "PyTorch not timed (bench/torch_reference.py has the LSTM only)"
     elif not torch_variants:
         tr, torch_note = None, "PyTorch not timed (--torch-variants is empty)"
     else:

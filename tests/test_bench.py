@@ -26,6 +26,13 @@ from mytorch import backend, fast, optim  # noqa: E402
 
 TINY = ["--vocab", "500", "--steps", "2", "--warmup", "1", "--batch-size", "4", "--bptt", "3",
         "--emsize", "8", "--nhid", "8", "--gemm-reps", "2"]
+TINY_TRANSFORMER = ["--preset", "transformer", "--vocab", "500", "--emsize", "16", "--nhead", "2",
+                    "--nlayers", "1", "--bptt", "4", "--batch-size", "2", "--steps", "2", "--warmup", "1",
+                    "--gemm-reps", "2"]
+# V = 500, D = 16, T = 4, one block: embedding V D, positions T D, LayerNorms 2 x 2D, attention 4 (D^2 + D),
+# MLP D 4D + 4D + 4D D + D; final LayerNorm 2D; the tied projection's own bias V
+TINY_TRANSFORMER_PARAMS = (500 * 16 + 4 * 16 + (4 * 16 + 4 * (16 * 16 + 16) + 8 * 16 * 16 + 5 * 16)
+                           + 2 * 16 + 500)
 KEYS = {"tokens_per_s", "torch_tokens_per_s", "ratio", "gemm_gflops", "floor_tokens_per_s",
         "floor_fraction", "gemm_floor_tokens_per_s", "bandwidth_gbs", "optimizer_mb", "n_params",
         "phases", "config", "backend", "peak_rss_mb", "plain_tokens_per_s",
@@ -146,7 +153,31 @@ def test_preset_reads_train_presets_and_flags_override():
 def test_bad_flags_exit_2(capsys):
     assert bench.main(TINY + ["--steps", "0"]) == 2
     assert bench.main(TINY + ["--torch-variants", "gru"]) == 2
+    assert bench.main(TINY + ["--torch-variants", "lstm,mha"]) == 2              # a Transformer's variant
+    assert bench.main(TINY_TRANSFORMER + ["--torch-variants", "lstmcell"]) == 2   # an LSTM's variant
     assert "error:" in capsys.readouterr().err
+
+
+def test_torch_variants_default_to_the_models_own():
+    assert bench.resolve_config(bench.parse_args(TINY))[1] == ["lstmcell", "lstm"]
+    assert bench.resolve_config(bench.parse_args(TINY_TRANSFORMER))[1] == ["transformer", "mha"]
+    args = bench.parse_args(TINY_TRANSFORMER + ["--torch-variants", " mha,mha ,"])
+    assert bench.resolve_config(args)[1] == ["mha"]
+
+
+def test_transformer_runs_end_to_end_without_torch(capsys):
+    result, table = _run(capsys, TINY_TRANSFORMER + ["--no-torch"])
+    assert KEYS <= result.keys()
+    assert result["tokens_per_s"] > 0 and result["floor_tokens_per_s"] > 0
+    assert result["n_params"] == TINY_TRANSFORMER_PARAMS
+    assert set(result["phases"]) == {key for key, _ in PHASES}
+    assert result["torch"] is None and result["ratio"] is None
+    config = result["config"]
+    assert (config["model"], config["nhead"], config["tokens_per_step"]) == ("transformer", 2, 8)
+    assert "nhid" not in config
+    for label in ("Transformer(d_model 16, 2 heads, 1 blocks, context 4)", "blocks forward",
+                  "not timed (--no-torch)"):
+        assert label in table
 
 
 def test_library_never_needs_torch():
@@ -167,6 +198,36 @@ def test_torch_comparison_when_importable(capsys):
     assert result["ratio"] == pytest.approx(result["tokens_per_s"] / result["torch_tokens_per_s"], rel=1e-2)
     assert set(result["torch"]["tokens_per_s"]) == {"lstmcell", "lstm"}
     assert "nn.LSTMCell loop" in table and "nn.LSTM" in table and "ratio" in table
+
+
+@pytest.mark.slow
+def test_transformer_torch_comparison_when_importable(capsys):
+    pytest.importorskip("torch")
+    result, table = _run(capsys, TINY_TRANSFORMER + ["--torch-variants", "transformer"])
+    assert result["torch_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["tokens_per_s"] / result["torch_tokens_per_s"], rel=1e-2)
+    assert set(result["torch"]["tokens_per_s"]) == {"transformer"}
+    assert result["torch"]["fastest"] == "transformer"
+    assert "torch.nn Transformer (pre-LN GPT" in table and "ratio" in table
+
+
+@pytest.mark.parametrize("variant", ["transformer", "mha"])
+def test_torch_transformer_is_mytorchs_architecture(variant):
+    """As many parameters as mytorch's TransformerLM, the projection tied, and causal."""
+    torch = pytest.importorskip("torch")
+    from bench.torch_reference import build_torch_transformer
+    cfg, _ = bench.resolve_config(bench.parse_args(TINY_TRANSFORMER))
+    model, opt = build_torch_transformer(torch, cfg, variant, "cpu")
+    assert sum(p.numel() for p in model.parameters()) == TINY_TRANSFORMER_PARAMS
+    assert model.decoder.weight is model.embedding.weight and type(opt).__name__ == "AdamW"
+    model.eval()
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    changed = ids.clone()
+    changed[:, -1] = 9
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    assert a.shape == (2, 4, 500)
+    assert torch.allclose(a[:, :-1], b[:, :-1]) and not torch.allclose(a[:, -1], b[:, -1])
 
 
 @pytest.mark.gpu
