@@ -13,3 +13,4 @@ from .layernorm import LayerNorm  # noqa: F401
 from .activation import GELU, erf  # noqa: F401
 from .multihead_attention import MultiHeadAttention  # noqa: F401
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding  # noqa: F401
+from .adaptive_softmax import AdaptiveLogSoftmaxWithLoss  # noqa: F401
