@@ -5,6 +5,7 @@ A configuration (cfg) is a flat dict: a preset's values, overridden by the flags
     model                                     "lstm" (models.LanguageModel) or "transformer" (TransformerLM)
     emsize, nlayers, dropout                  both models (emsize is the Transformer's d_model)
     nhid, tied, dropouth                      the LSTM only
+    dropoute, wdrop, alpha, beta              the LSTM only: AWD-LSTM's regularisers, 0 = off
     nhead                                     the Transformer only (its context length is bptt)
     optimizer, lr, wdecay, clip               the optimizer and gradient clipping
     batch_size, bptt, epochs                  the data and the schedule
@@ -17,15 +18,17 @@ from mytorch import fast, optim
 
 from .errors import UsageError
 
+# AWD-LSTM's regularisers (models.LanguageModel), all off: runs saved before they existed lack the keys
+AWD_OFF = dict(dropoute=0.0, wdrop=0.0, alpha=0.0, beta=0.0)
 PRESETS = {
     # the recipe that reaches the quality bar (README: "Results")
     "default": dict(model="lstm", emsize=128, nhid=384, nlayers=2, tied=True, dropout=0.1, dropouth=0.1,
                     bptt=20, batch_size=32, lr=2e-3, optimizer="adam", wdecay=0.0, clip=0.5,
-                    epochs=8),
+                    epochs=8, **AWD_OFF),
     # the course notebook: 128-dim embedding, two 128-unit cells, untied, 10-word windows, Adam, cosine
     "notebook": dict(model="lstm", emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0, dropouth=0.0,
                      bptt=10, batch_size=32, lr=1e-3, optimizer="adam", wdecay=0.0, clip=0.0,
-                     epochs=5),
+                     epochs=5, **AWD_OFF),
     # a small GPT: d_model 128, 4 heads, 2 pre-LayerNorm blocks, tied, 32-word context
     # (6 epochs: the 120-minute budget of its issue at about 2,000 tokens/s on 2 cores)
     "transformer": dict(model="transformer", emsize=128, nhead=4, nlayers=2, dropout=0.1,
@@ -33,7 +36,7 @@ PRESETS = {
                         epochs=6),
 }
 # which flags each model reads; --model X without --preset starts from MODEL_PRESETS[X]
-MODEL_FLAGS = {"lstm": ("nhid", "tied", "dropouth"), "transformer": ("nhead",)}
+MODEL_FLAGS = {"lstm": ("nhid", "tied", "dropouth", *AWD_OFF), "transformer": ("nhead",)}
 MODEL_PRESETS = {"lstm": "default", "transformer": "transformer"}
 PRESET_NOTES = {
     "default": "the recipe that reaches the quality bar (README: Results); about 10 min an epoch on 2 cores",
@@ -70,6 +73,16 @@ def add_model_flags(p, preset="default"):
     p.add_argument("--nhead", type=int, help=f"attention heads per Transformer block ({default('nhead')})")
     p.add_argument("--dropouth", type=float,
                    help=f"locked dropout between LSTM layers ({default('dropouth')})")
+    p.add_argument("--dropoute", type=float,
+                   help=f"embedding dropout: whole words dropped from the embedding ({default('dropoute')})")
+    p.add_argument("--wdrop", type=float,
+                   help=f"DropConnect on each LSTM layer's recurrent weights W_hh ({default('wdrop')})")
+    p.add_argument("--alpha", type=float,
+                   help=f"activation regularisation: alpha * mean(h^2) of the dropped top-layer output "
+                        f"({default('alpha')})")
+    p.add_argument("--beta", type=float,
+                   help=f"temporal activation regularisation: beta * mean((h_t+1 - h_t)^2) of the "
+                        f"top-layer output ({default('beta')})")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"optimizer ({default('optimizer')})")
     p.add_argument("--lr", type=float, help=f"initial learning rate ({default('lr')})")
     p.add_argument("--wdecay", type=float, help=f"weight decay ({default('wdecay')})")
@@ -135,6 +148,10 @@ def validate(cfg):
          f"--emsize ({cfg['emsize']}) must be a multiple of --nhead ({cfg.get('nhead')})"),
         (0 <= cfg["dropout"] < 1, f"--dropout must lie in [0, 1), got {cfg['dropout']}"),
         (0 <= cfg.get("dropouth", 0) < 1, f"--dropouth must lie in [0, 1), got {cfg.get('dropouth')}"),
+        (all(0 <= cfg.get(k, 0) < 1 for k in ("dropoute", "wdrop")),
+         f"--dropoute and --wdrop must lie in [0, 1), got {cfg.get('dropoute')}, {cfg.get('wdrop')}"),
+        (all(math.isfinite(cfg.get(k, 0)) and cfg.get(k, 0) >= 0 for k in ("alpha", "beta")),
+         f"--alpha and --beta must be finite numbers >= 0, got {cfg.get('alpha')}, {cfg.get('beta')}"),
         (math.isfinite(cfg["clip"]) and cfg["clip"] >= 0,
          f"--clip must be a finite number >= 0, got {cfg['clip']}"),
         (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
@@ -167,7 +184,8 @@ def build_model(cfg, vocab_size, seed):
         return TransformerLM(vocab_size, d_model=cfg["emsize"], nhead=cfg["nhead"], nlayers=cfg["nlayers"],
                              max_len=cfg["bptt"], dropout=cfg["dropout"], seed=seed)
     return LanguageModel(vocab_size, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
-                         cfg["dropout"], cfg["dropouth"], seed=seed)
+                         cfg["dropout"], cfg["dropouth"], seed=seed,
+                         **{k: cfg.get(k, 0.0) for k in AWD_OFF})
 
 
 def describe_model(cfg):

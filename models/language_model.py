@@ -13,12 +13,29 @@ gradients add into one buffer.
 Training calls ``forward_loss`` / ``backward_loss`` (models.base, shared with the Transformer):
 the projection and the cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same
 gradients as ``forward`` -> CrossEntropyLoss -> ``backward`` with less traffic over the logits.
+
+AWD-LSTM's regularisers (Merity et al. 2017), each off at 0 (the default: the model is then
+exactly the one without them), each active only in training mode:
+
+    dropoute  embedding dropout: whole rows of the embedding (word types) dropped per forward,
+              X = W[ids] * m with m = mask[ids] (B, T, 1), mask (V, 1) (mytorch.nn.EmbeddingDropout)
+    wdrop     DropConnect on every layer's W_hh, one (4H, H) mask per forward (mytorch.nn.WeightDrop)
+    alpha     AR   = alpha * mean(Hd^2)                         Hd: the top layer's DROPPED output
+    beta      TAR  = beta * mean((H[:, t+1] - H[:, t])^2)       H: the top layer's output before dropout
+
+forward_loss returns the cross-entropy alone (the reported training loss, comparable with the
+validation NLL); the AR + TAR of the same forward is ``self.penalty`` and backward_loss
+differentiates  cross-entropy + penalty: dAR/dHd = 2 alpha Hd / N, added to the gradient at the
+dropped output; dTAR/dH_t = 2 beta / N' ((H_t - H_{t-1}) - (H_{t+1} - H_t)), added under the
+output dropout (N, N' the number of entries averaged). Every dropout here (locked, embedding,
+weight) draws from one generator, ``drops[k].rng``: the one state a trainer saves and restores.
 """
 import numpy as np
 
 from mytorch import backend, fast
 from mytorch.nn import LSTM, Embedding, Linear
-from mytorch.nn.dropout import LockedDropout
+from mytorch.nn.dropout import EmbeddingDropout, LockedDropout
+from mytorch.nn.weight_drop import WeightDrop
 
 from . import decoding
 from .base import LanguageModelBase, check_ids  # noqa: F401  (check_ids: where tests and users found it)
@@ -27,15 +44,22 @@ from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users f
 
 class LanguageModel(LanguageModelBase):
     def __init__(self, vocab_size, emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0,
-                 dropouth=None, seed=0, dtype=np.float32):
+                 dropouth=None, seed=0, dtype=np.float32, dropoute=0.0, wdrop=0.0, alpha=0.0,
+                 beta=0.0):
         super().__init__()
         if nlayers < 1 or emsize < 1 or nhid < 1 or vocab_size < 2:
             raise ValueError("LanguageModel: vocab_size >= 2, and emsize, nhid, nlayers >= 1 are required")
         if not 0 <= dropout < 1 or (dropouth is not None and not 0 <= dropouth < 1):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if not all(np.isfinite(a) and a >= 0 for a in (alpha, beta)):
+            raise ValueError(f"alpha and beta must be finite numbers >= 0, got {alpha}, {beta}")
         self.config = dict(vocab_size=int(vocab_size), emsize=int(emsize), nhid=int(nhid),
                            nlayers=int(nlayers), tied=bool(tied), dropout=float(dropout),
                            dropouth=None if dropouth is None else float(dropouth))
+        regularisers = dict(dropoute=float(dropoute), wdrop=float(wdrop), alpha=float(alpha),
+                            beta=float(beta))
+        self.config.update({k: v for k, v in regularisers.items() if v != 0})  # old files: none of them
+        self.alpha, self.beta = float(alpha), float(beta)
         rng = np.random.default_rng(seed)
         self.vocab_size = vocab_size
         self.embedding = Embedding(vocab_size, emsize, dtype=dtype, rng=rng, init_range=0.1)
@@ -53,6 +77,12 @@ class LanguageModel(LanguageModelBase):
         ph = dropout if dropouth is None else dropouth
         self.drops = [LockedDropout(dropout if k in (0, nlayers) else ph, rng=rng)
                       for k in range(nlayers + 1)]
+        self.edrop = EmbeddingDropout(dropoute, rng=rng)
+        self.wdrops = [WeightDrop("W_hh", wdrop, rng=rng) for _ in range(nlayers)]
+        self.penalty = 0.0                              # AR + TAR of the last forward_loss
+        self._emask = None                              # (B, T, 1) embedding-dropout mask of each token
+        self._top = None                                # (H, Hd): the top output, undropped and dropped
+        self._penalty_grads = self._pending = None      # (dL/dHd, dL/dH) of AR and TAR (None: off)
 
     @staticmethod
     def layer_sizes(emsize, nhid, nlayers, tied):
@@ -69,6 +99,13 @@ class LanguageModel(LanguageModelBase):
         ids = backend.xp().asarray(ids)
         state = self._check_state(state, ids.shape[0])
         X = self.embedding.forward(ids) if cache else self.embedding.params["W"][ids]  # (B, T, D)
+        if cache:
+            self._emask = None
+        if self.training and self.edrop.p > 0:          # (W * mask)[ids] = W[ids] * mask[ids]
+            m = self.edrop.new_mask(self.embedding.params["W"])[ids]  # (B, T, 1): whole rows
+            X = X * m
+            if cache:
+                self._emask = m
         self.lap("embedding")
         return self.run_layers(X, state, cache)
 
@@ -78,10 +115,14 @@ class LanguageModel(LanguageModelBase):
         Dropout (when training) on each layer's input and on the output.
         """
         new_state = []
-        for k, layer in enumerate(self.layers):
-            X, last = layer.forward(self._drop(k, X), None if state is None else state[k], cache)
+        for k, layer in enumerate(self.layers):         # wdrops[k]: layer.forward with W_hh * mask
+            X, last = self.wdrops[k].forward(layer, self._drop(k, X),
+                                             None if state is None else state[k], cache)
             new_state.append(last)                      # X: (B, T, H_k)
-        return self._drop(len(self.layers), X), new_state
+        out = self._drop(len(self.layers), X)
+        if cache:
+            self._top = (X, out)                        # what AR and TAR read
+        return out, new_state
 
     def _drop(self, k, X):
         drop = self.drops[k]
@@ -93,15 +134,66 @@ class LanguageModel(LanguageModelBase):
 
     def layers_backward(self, dX):
         """Backward of run_layers: dX (B, T, H_last) -> dL/d(embedded ids) (B, T, D), BPTT per layer."""
+        dHd, dH = self._pending or (None, None)         # AR, TAR gradients (backward_loss only)
+        self._pending = None
+        if dHd is not None:
+            dX = dX + dHd                               # AR acts on the dropped output
         dX = self._drop_backward(len(self.layers), dX)
+        if dH is not None:
+            dX = dX + dH                                # TAR on the output before dropout
         for k in reversed(range(len(self.layers))):
-            dX, _ = self.layers[k].backward(dX)         # the initial state is a constant: no dh0, dc0
+            dX, _ = self.wdrops[k].backward(self.layers[k], dX)  # the initial state is a constant
             dX = self._drop_backward(k, dX)
         return dX
 
     def embed_backward(self, dX):
-        """Backward of encode's embedding lookup: dX (B, T, D) adds into the embedding's gradient."""
+        """Backward of encode's embedding lookup: dX (B, T, D) adds into the embedding's gradient.
+
+        With embedding dropout X = W[ids] * m, so dL/dW[ids] += dX * m.
+        """
+        if self._emask is not None:
+            dX = dX * self._emask
+            self._emask = None
         self.embedding.backward(dX)
+
+    # -- activation regularisation (AR, TAR) ------------------------------------
+    def forward_loss(self, ids, targets, state=None):
+        """As LanguageModelBase.forward_loss: (mean cross-entropy, final state); in training mode with
+        alpha or beta > 0 it also sets self.penalty = AR + TAR, which backward_loss differentiates too."""
+        loss, new_state = super().forward_loss(ids, targets, state)
+        self.penalty, self._penalty_grads = self._activation_penalties()
+        return loss, new_state
+
+    def backward_loss(self, dLdloss=1.0):
+        """Backward of forward_loss's cross-entropy + self.penalty: fills every parameter's gradient."""
+        grads, self._penalty_grads = self._penalty_grads, None
+        if grads is not None and dLdloss != 1.0:
+            grads = tuple(None if g is None else g * dLdloss for g in grads)
+        self._pending = grads                           # consumed by layers_backward
+        super().backward_loss(dLdloss)
+
+    def _activation_penalties(self):
+        """(AR + TAR as a float, (dAR/dHd, dTAR/dH) or None) of the last cached forward.
+
+        AR  = alpha * mean(Hd^2)                        dAR/dHd = 2 alpha Hd / Hd.size
+        TAR = beta * mean(Delta^2), Delta = H[:, 1:] - H[:, :-1]  (B, T-1, H)
+              dTAR/dH[:, 1:] += 2 beta Delta / Delta.size,  dTAR/dH[:, :-1] -= the same   (T = 1: 0)
+        """
+        if not self.training or (self.alpha == 0 and self.beta == 0):
+            return 0.0, None
+        H, Hd = self._top                               # (B, T, H_last) each
+        penalty, dHd, dH = 0.0, None, None
+        if self.alpha > 0:
+            penalty += self.alpha * float((Hd * Hd).mean())
+            dHd = (2.0 * self.alpha / Hd.size) * Hd
+        if self.beta > 0 and H.shape[1] > 1:
+            delta = H[:, 1:] - H[:, :-1]                # (B, T-1, H_last)
+            penalty += self.beta * float((delta * delta).mean())
+            g = (2.0 * self.beta / delta.size) * delta
+            dH = backend.get_array_module(H).zeros_like(H)
+            dH[:, 1:] += g
+            dH[:, :-1] -= g
+        return penalty, (dHd, dH)
 
     # -- inference -----------------------------------------------------------
     def predict(self, inp):

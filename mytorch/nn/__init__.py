@@ -9,6 +9,7 @@ from .softmax import Softmax, softmax, log_softmax  # noqa: F401
 from .attention import Attention  # noqa: F401
 from .loss import CrossEntropyLoss, LinearCrossEntropyLoss  # noqa: F401
 from .dropout import Dropout, LockedDropout, EmbeddingDropout  # noqa: F401
+from .weight_drop import WeightDrop  # noqa: F401
 from .layernorm import LayerNorm  # noqa: F401
 from .activation import GELU, erf  # noqa: F401
 from .multihead_attention import MultiHeadAttention  # noqa: F401

@@ -66,16 +66,21 @@ class _MaskedDropout(Module):
             self._identity = True
             return x
         self._identity = False
-        xp = backend.get_array_module(x)
         shape = self._mask_shape(x)
         if mask is None:
-            keep = self._generator(xp).random(shape) >= self.p          # True with prob 1 - p
-            mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))         # 0 or 1/(1-p)
+            mask = self.new_mask(x)
         elif tuple(mask.shape) != tuple(shape):
             raise ValueError(f"{type(self).__name__}: mask must have shape {tuple(shape)}, "
                              f"got {tuple(mask.shape)}")
         self.mask = mask
         return x * mask                                                   # broadcasts, never in place
+
+    def new_mask(self, x):
+        """A fresh scaled mask for x (0 or 1/(1-p), of _mask_shape(x)), kept as .mask; x is not read."""
+        xp = backend.get_array_module(x)
+        keep = self._generator(xp).random(self._mask_shape(x)) >= self.p  # True with prob 1 - p
+        self.mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))        # 0 or 1/(1-p)
+        return self.mask
 
     def backward(self, dLdout):
         """out = x * mask  =>  dL/dx = dL/dout * mask (summed over nothing: mask is fixed)."""
@@ -113,6 +118,10 @@ class EmbeddingDropout(_MaskedDropout):
 
     forward(W, mask=None): W (V, D) -> W * mask, the matrix to look tokens up in; .mask is (V, 1)
     backward(dLdWmasked): (V, D) -> dLdW = dLdWmasked * mask, to add into the embedding's grad
+
+    A model need not form W * mask: (W * mask)[ids] = W[ids] * mask[ids], so it can draw
+    new_mask(W) (V, 1), look up m = mask[ids] (B, T, 1) and use  X = W[ids] * m,  dL/dW[ids] += dL/dX * m
+    (models.LanguageModel's dropoute).
     """
 
     def _mask_shape(self, W):
