@@ -78,6 +78,7 @@ class Progress:
         """The epoch's training is done (its evaluation follows)."""
         self.train_time += time.time() - self.t0
         if self.epoch_bar is not None:
+            self.epoch_bar.refresh()                  # its last state drawn once, however fast the epoch
             self.epoch_bar.close()
             self.epoch_bar = None
             self.run_bar.set_postfix_str(f"evaluating epoch {self.epoch + 1}")
