@@ -38,8 +38,7 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     bias, max, exp and row sums in one cache-blocked pass over a reused logits buffer).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
-    if hasattr(model, "max_len"):       # a Transformer reads at most max_len positions: half new
-        chunk = max(1, min(chunk, model.max_len // 2))   # words, the rest context from the state
+    chunk = model.stream_chunk(chunk)                           # a Transformer's is shorter
     ids = np.concatenate([np.concatenate(([sos_id], a, [eos_id])) for a in articles])
     n = (ids.size - 1) // streams
     if n < 1:

@@ -74,16 +74,10 @@ def read_state(exp_dir):
         raise CheckpointError(f"{err}; it cannot be resumed: start a new run with another --save") from None
 
 
-def data_fingerprint(data):
-    """dataset.corpus.fingerprint(data): a short hex id of the vocabulary and the training articles."""
-    from dataset.corpus import fingerprint
-    return fingerprint(data)
-
-
 def check_data(run, saved, given, exp_dir, warn):
-    """Refuse other training data than the saved run's (UsageError) unless --allow-other-data; record
-    the data's fingerprint in run.cfg."""
-    now, before = data_fingerprint(run.data), saved.get("data_fingerprint")
+    """Refuse other training data than the saved run's (UsageError) unless --allow-other-data (the Run
+    recorded the fingerprint of the data it was opened on in run.cfg)."""
+    now, before = run.cfg["data_fingerprint"], saved.get("data_fingerprint")
     if before is None:
         warn(f"warning: {Path(exp_dir) / 'state.npz'} records no data fingerprint (saved by an older "
              f"version): {run.cfg['data']} cannot be checked against the data it was trained on")
@@ -94,7 +88,6 @@ def check_data(run, saved, given, exp_dir, warn):
                              "trained on, or --allow-other-data to continue on this data anyway")
         warn(f"warning: continuing {exp_dir} on other data ({run.cfg['data']}, fingerprint {now}; "
              f"trained so far on {before}): --allow-other-data")
-    run.cfg["data_fingerprint"] = now
 
 
 def resume(exp_dir, given, open_run, warn=print):

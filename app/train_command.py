@@ -54,7 +54,7 @@ from mytorch import backend
 from .config import (DRY_RUN_BATCHES, PRESET_NOTES, PRESETS, add_model_flags, describe_model,
                      describe_presets, preset_for, resolve, validate_run)
 from .errors import USER_ERRORS, Parser, UsageError, broken_pipe, one_line, prog as command_name
-from .resume import data_fingerprint, resume
+from .resume import resume
 from .rundir import RunLock, default_run_dir, remove_run_dir, temporary_run_dir
 from .trainer import EvaluationInterrupted, Run, TrainingDiverged, where
 
@@ -202,7 +202,6 @@ def setup(args, argv, stack):
         else:
             exp_dir = default_run_dir(cfg["preset"])
         run = open_run(cfg, exp_dir)
-        run.cfg["data_fingerprint"] = data_fingerprint(run.data)
         exp_dir.mkdir(parents=True, exist_ok=True)
         stack.enter_context(RunLock(exp_dir))
         _holds_a_run(exp_dir)                      # again, now that no one else can start one there

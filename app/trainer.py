@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset.corpus import fingerprint
 from dataset.loader import LanguageModelLoader
 from fixtures import format_generation
 from models.checkpoint import (CheckpointError, model_arrays, read_model_file, save_npz_atomic,
@@ -38,6 +39,7 @@ class Run:
     def __init__(self, cfg, exp_dir, data, fixtures):
         self.cfg, self.dir = cfg, Path(exp_dir)
         self.data, self.fx = data, fixtures
+        cfg["data_fingerprint"] = fingerprint(data)     # the data's identity: --resume checks it
         V = len(data.vocab)
         self.sos, self.eos = V - 2, V - 1
         self.model = build_model(cfg, V, seed=cfg["seed"])

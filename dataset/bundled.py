@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from dataset.corpus import FIXTURE_FILES, DataError
-from dataset.prepare import BUNDLED_WIKITEXT, SPLITS, prepare
+from dataset.prepare import BUNDLED_WIKITEXT, SPLITS, prepare, run_command
 
 ENV = "MYTORCH_DATA"
 NAME = "wikitext2-hw4p1"
@@ -173,15 +173,11 @@ def main(argv=None):
     p.add_argument("--rewrite-from", metavar="DIR",
                    help="instead: rewrite the bundled .xz files from DIR/wiki.{train,valid}.tokens")
     args = p.parse_args(argv)
-    try:
-        if args.rewrite_from:
-            rewrite_bundle(args.rewrite_from)
-        else:  # the path alone on stdout: --data "$(python -m dataset.bundled)"
-            print(hw4p1_dir(args.cache_dir, log=lambda line: print(line, file=sys.stderr)))
-    except DataError as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        return 2
-    return 0
+    if args.rewrite_from:
+        return run_command(lambda: rewrite_bundle(args.rewrite_from))
+    # the path alone on stdout: --data "$(python -m dataset.bundled)"
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    return run_command(lambda: print(hw4p1_dir(args.cache_dir, log=log)))
 
 
 if __name__ == "__main__":

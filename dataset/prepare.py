@@ -189,9 +189,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.title_min_words < 1:
         parser.error(f"--title-min-words must be >= 1, got {args.title_min_words}")
+    return run_command(lambda: prepare(args.wikitext, args.out, args.fixtures_from, args.seed,
+                                       args.title_min_words, args.overwrite_fixtures))
+
+
+def run_command(work):
+    """work() -> exit code 0; a DataError (the user's folder or file) is one `error:` line, exit 2."""
     try:
-        prepare(args.wikitext, args.out, args.fixtures_from, args.seed, args.title_min_words,
-                args.overwrite_fixtures)
+        work()
     except DataError as err:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2

@@ -96,6 +96,11 @@ class LanguageModelBase(Module):
         self.embed_backward(dX)
         self.lap("embedding")
 
+    def stream_chunk(self, wanted):
+        """Words to read at a time when a long stream is read with the state carried between reads
+        (app.evaluate.stream_nll): `wanted`, for a model whose state holds all the past."""
+        return wanted
+
     def lap(self, phase):
         """Tell the timer, if one is set, that `phase` (one of PHASES) has just ended; a no-op otherwise."""
         if self.timer is not None:

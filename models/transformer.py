@@ -235,6 +235,11 @@ class TransformerLM(LanguageModelBase):
             dX = block.backward(dX)
         return dX
 
+    def stream_chunk(self, wanted):
+        """At most max_len // 2 new words a read: the other half of the window is context from the
+        state, so every word of a long stream is scored with at least max_len // 2 words before it."""
+        return max(1, min(wanted, self.max_len // 2))
+
     # -- inference: no dropout, nothing saved for backward, whatever the mode ----------
     def _read(self, ids, kv, offset):
         """ids (B, T_new) at positions offset .. offset+T_new-1 -> final-LayerNorm outputs (B, T_new, D).

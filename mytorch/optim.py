@@ -91,10 +91,13 @@ class SGD(Optimizer):
         return {"momentum": self.buf}
 
     def _update(self, i, p, g):
+        self.rule(p, g, self.buf[i] if self.momentum else None)
+
+    def rule(self, p, g, buf=None):
+        """One update of p (and of its momentum buffer buf) in place, from its gradient g."""
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         d = g + wd * p if wd else g                     # L2 term: d = g + wd p
         if mu:
-            buf = self.buf[i]
             if self.t == 1:
                 buf[...] = d                            # buf = d at the first step
             else:

@@ -1,5 +1,7 @@
 """Helpers the language-model tests share (LSTM and Transformer): parameters once each, fixed
 dropout masks, the plain cross-entropy on (B, T, V) logits."""
+import numpy as np
+
 from mytorch.nn import CrossEntropyLoss
 
 
@@ -45,3 +47,15 @@ def backprop(model, ids, targets, state, fused):
     loss, crit = ce(logits, targets)
     model.backward(crit.backward().reshape(B, T, V))
     return loss
+
+
+# token ids a language model must refuse, and the error each raises (V: the test's vocabulary size)
+def bad_ids(V):
+    return [
+        (np.zeros((2, 3), np.float64), TypeError),
+        ([[1, 2, 3]], TypeError),
+        (np.zeros(3, np.int64), ValueError),
+        (np.zeros((2, 0), np.int64), ValueError),
+        (np.array([[0, V]]), ValueError),
+        (np.array([[-1, 0]]), ValueError),
+    ]

@@ -32,24 +32,11 @@ from .parallel import CACHE_BLOCK, parallel_rows
 
 class SGD(optim.SGD):
     def _update(self, i, p, g):
-        """As optim.SGD._update, in cache-sized row blocks on every core."""
+        """As optim.SGD._update: its rule, in cache-sized row blocks on every core (CuPy: as is)."""
         if backend.is_cupy(p):
             super()._update(i, p, g)
             return
-        lr, mu, wd, first, nesterov = self.lr, self.momentum, self.weight_decay, self.t == 1, self.nesterov
-
-        def update(p, g, *buf):                         # a block of rows of p, g (and buf)
-            d = g + wd * p if wd else g
-            if mu:
-                b = buf[0]
-                if first:
-                    b[...] = d                          # buf = d at the first step
-                else:
-                    b *= mu
-                    b += d                              # buf = mu buf + d
-                d = d + mu * b if nesterov else b
-            p -= lr * d
-        parallel_rows(update, p, g, *([self.buf[i]] if mu else []), block_elements=CACHE_BLOCK)
+        parallel_rows(self.rule, p, g, *([self.buf[i]] if self.momentum else []), block_elements=CACHE_BLOCK)
 
 
 class Adam(optim.Adam):
