@@ -7,6 +7,8 @@ A configuration (cfg) is a flat dict: a preset's values, overridden by the flags
     nhid, tied, dropouth                      the LSTM only
     dropoute, wdrop, alpha, beta              the LSTM only: AWD-LSTM's regularisers, 0 = off
     nhead                                     the Transformer only (its context length is bptt)
+    adaptive, div_value                       both models: an adaptive softmax's cutoffs (None: the
+                                              full softmax) and its width divisor
     optimizer, lr, wdecay, clip               the optimizer and gradient clipping
     batch_size, bptt, epochs                  the data and the schedule
 """
@@ -20,20 +22,22 @@ from .errors import UsageError
 
 # AWD-LSTM's regularisers (models.LanguageModel), all off: runs saved before they existed lack the keys
 AWD_OFF = dict(dropoute=0.0, wdrop=0.0, alpha=0.0, beta=0.0)
+# the output layer: the full softmax (adaptive=None), or an adaptive one with these cutoffs
+FULL_SOFTMAX = dict(adaptive=None, div_value=4.0)
 PRESETS = {
     # the recipe that reaches the quality bar (README: "Results")
     "default": dict(model="lstm", emsize=128, nhid=384, nlayers=2, tied=True, dropout=0.1, dropouth=0.1,
                     bptt=20, batch_size=32, lr=2e-3, optimizer="adam", wdecay=0.0, clip=0.5,
-                    epochs=8, **AWD_OFF),
+                    epochs=8, **AWD_OFF, **FULL_SOFTMAX),
     # the course notebook: 128-dim embedding, two 128-unit cells, untied, 10-word windows, Adam, cosine
     "notebook": dict(model="lstm", emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0, dropouth=0.0,
                      bptt=10, batch_size=32, lr=1e-3, optimizer="adam", wdecay=0.0, clip=0.0,
-                     epochs=5, **AWD_OFF),
+                     epochs=5, **AWD_OFF, **FULL_SOFTMAX),
     # a small GPT: d_model 128, 4 heads, 2 pre-LayerNorm blocks, tied, 32-word context
     # (6 epochs: the 120-minute budget of its issue at about 2,000 tokens/s on 2 cores)
     "transformer": dict(model="transformer", emsize=128, nhead=4, nlayers=2, dropout=0.1,
                         bptt=32, batch_size=32, lr=2e-3, optimizer="adamw", wdecay=0.01, clip=0.5,
-                        epochs=6),
+                        epochs=6, **FULL_SOFTMAX),
 }
 # which flags each model reads; --model X without --preset starts from MODEL_PRESETS[X]
 MODEL_FLAGS = {"lstm": ("nhid", "tied", "dropouth", *AWD_OFF), "transformer": ("nhead",)}
@@ -56,6 +60,8 @@ def add_model_flags(p, preset="default"):
     d = PRESETS[preset]
 
     def default(key):
+        if key == "adaptive" and d.get(key) is None:
+            return "default: none, the full softmax"
         return f"default: {d[key]}" if key in d else f"{preset} does not use it"
     p.add_argument("--model", choices=sorted(MODEL_FLAGS),
                    help=f"the model family; without --preset it picks that family's preset "
@@ -83,6 +89,13 @@ def add_model_flags(p, preset="default"):
     p.add_argument("--beta", type=float,
                    help=f"temporal activation regularisation: beta * mean((h_t+1 - h_t)^2) of the "
                         f"top-layer output ({default('beta')})")
+    p.add_argument("--adaptive", type=parse_cutoffs, metavar="CUTOFFS",
+                   help=f"adaptive softmax: the cutoffs of its frequency bands, e.g. 2000,10000 (the head "
+                        f"holds the 2000 most frequent words); needs --no-tied; 'none': the full softmax "
+                        f"({default('adaptive')})")
+    p.add_argument("--div-value", "--div_value", dest="div_value", type=float,
+                   help=f"adaptive softmax: each band's projection is this many times narrower than "
+                        f"the one before ({default('div_value')})")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"optimizer ({default('optimizer')})")
     p.add_argument("--lr", type=float, help=f"initial learning rate ({default('lr')})")
     p.add_argument("--wdecay", type=float, help=f"weight decay ({default('wdecay')})")
@@ -94,15 +107,32 @@ def add_model_flags(p, preset="default"):
                    help=f"words per training sequence, the Transformer's context length ({default('bptt')})")
 
 
+def parse_cutoffs(text):
+    """'2000,10000' -> [2000, 10000]; 'none' -> [] (the full softmax); anything else: an argparse error."""
+    if text.strip().lower() in ("none", "off", ""):
+        return []
+    try:
+        cutoffs = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing integers such as 2000,10000, got {text!r}") \
+            from None
+    if cutoffs[0] < 1 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+        raise argparse.ArgumentTypeError(f"cutoffs must be increasing integers >= 1, got {text!r}")
+    return cutoffs
+
+
 def describe_presets():
     """Each preset: its name and what it is, then its values as flags (python train.py --preset list)."""
     def flag(key, value):
         if isinstance(value, bool):
             return f"--{key}" if value else f"--no-{key}"
-        return f"--{key} {value}"
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        return f"--{key.replace('_', '-') if key == 'div_value' else key} {value}"
     width = max(map(len, PRESETS))
     return "\n".join(f"{name:<{width}}  {PRESET_NOTES[name]}\n{'':<{width}}  "
-                     + " ".join(flag(k, v) for k, v in values.items()) for name, values in PRESETS.items())
+                     + " ".join(flag(k, v) for k, v in values.items() if v is not None)
+                     for name, values in PRESETS.items())
 
 
 def preset_for(preset, model):
@@ -133,6 +163,8 @@ def resolve(preset, args):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
+    if cfg.get("adaptive") == []:                       # --adaptive none
+        cfg["adaptive"] = None
     return cfg
 
 
@@ -156,6 +188,10 @@ def validate(cfg):
          f"--clip must be a finite number >= 0, got {cfg['clip']}"),
         (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
          f"--wdecay must be a finite number >= 0, got {cfg['wdecay']}"),
+        (not (cfg.get("adaptive") and cfg.get("tied")),
+         "--adaptive needs --no-tied: an adaptive softmax has no (V, D) matrix to share with the embedding"),
+        (math.isfinite(cfg.get("div_value", 4.0)) and cfg.get("div_value", 4.0) >= 1,
+         f"--div-value must be a finite number >= 1, got {cfg.get('div_value')}"),
         (cfg["optimizer"] in OPTIMIZERS, f"--optimizer must be one of {', '.join(sorted(OPTIMIZERS))}, "
                                          f"got {cfg['optimizer']!r}"),
     ]
@@ -180,21 +216,27 @@ def validate_run(cfg):
 
 def build_model(cfg, vocab_size, seed):
     """The model cfg describes (runs saved before --model existed are LSTMs), weights drawn from `seed`."""
+    output = dict(adaptive=cfg.get("adaptive"), div_value=cfg.get("div_value", 4.0))
+    if output["adaptive"] and output["adaptive"][-1] >= vocab_size:
+        raise UsageError(f"--adaptive {','.join(map(str, output['adaptive']))}: every cutoff must be below "
+                         f"the vocabulary's {vocab_size} words")
     if cfg.get("model", "lstm") == "transformer":
         return TransformerLM(vocab_size, d_model=cfg["emsize"], nhead=cfg["nhead"], nlayers=cfg["nlayers"],
-                             max_len=cfg["bptt"], dropout=cfg["dropout"], seed=seed)
+                             max_len=cfg["bptt"], dropout=cfg["dropout"], seed=seed, **output)
     return LanguageModel(vocab_size, cfg["emsize"], cfg["nhid"], cfg["nlayers"], cfg["tied"],
                          cfg["dropout"], cfg["dropouth"], seed=seed,
-                         **{k: cfg.get(k, 0.0) for k in AWD_OFF})
+                         **{k: cfg.get(k, 0.0) for k in AWD_OFF}, **output)
 
 
 def describe_model(cfg):
     """One phrase: '2 x LSTM(128->384) tied=True', or for a Transformer
     'Transformer(d_model 128, 4 heads, 2 blocks, context 32)'."""
+    out = (f", adaptive softmax {','.join(map(str, cfg['adaptive']))} / {cfg.get('div_value', 4.0):g}"
+           if cfg.get("adaptive") else "")
     if cfg.get("model", "lstm") == "transformer":
         return (f"Transformer(d_model {cfg['emsize']}, {cfg['nhead']} heads, {cfg['nlayers']} blocks, "
-                f"context {cfg['bptt']})")
-    return f"{cfg['nlayers']} x LSTM({cfg['emsize']}->{cfg['nhid']}) tied={cfg['tied']}"
+                f"context {cfg['bptt']}){out}")
+    return f"{cfg['nlayers']} x LSTM({cfg['emsize']}->{cfg['nhid']}) tied={cfg['tied']}{out}"
 
 
 def build_optimizer(cfg, model):

@@ -10,8 +10,7 @@ import time
 
 import numpy as np
 
-from mytorch import backend, fast
-from mytorch.nn import LinearCrossEntropyLoss
+from mytorch import backend
 
 from .errors import Parser, command, prog
 
@@ -34,8 +33,9 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
 
     and read `chunk` words at a time with the LSTM state carried between chunks,
     so every word but the first of each row is predicted with its full left context.
-    Each chunk is scored by the training loss (LinearCrossEntropyLoss: projection,
-    bias, max, exp and row sums in one cache-blocked pass over a reused logits buffer).
+    Each chunk is scored by the model's mean_nll (the full softmax: the training loss,
+    LinearCrossEntropyLoss, over a reused logits buffer; an adaptive softmax: its exact
+    log-probabilities).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
     chunk = model.stream_chunk(chunk)                           # a Transformer's is shorter
@@ -49,7 +49,6 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     model.eval()
     total, count, state = 0.0, 0, None
     buf = None                                                  # one (B*chunk, V) logits buffer
-    loss = fast.choose(LinearCrossEntropyLoss)(model.decoder)
     try:
         for t0 in range(0, n, chunk):
             x, y = inputs[:, t0:t0 + chunk], targets[:, t0:t0 + chunk]
@@ -57,7 +56,7 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
             X2 = X.reshape(-1, X.shape[-1])                     # (B*t, H)
             if buf is None:
                 buf = backend.xp().empty((X2.shape[0], model.vocab_size), dtype=X2.dtype)
-            mean = loss.forward(X2, backend.to_device(y.reshape(-1)), out=buf[:X2.shape[0]])
+            mean = model.mean_nll(X2, backend.to_device(y.reshape(-1)), out=buf[:X2.shape[0]])
             total += mean * y.size
             count += y.size
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.corpus import fingerprint
+from dataset.corpus import fingerprint, word_counts
 from dataset.loader import LanguageModelLoader
 from fixtures import format_generation
 from models.checkpoint import (CheckpointError, model_arrays, read_model_file, save_npz_atomic,
@@ -44,6 +44,7 @@ class Run:
         self.sos, self.eos = V - 2, V - 1
         self.model = build_model(cfg, V, seed=cfg["seed"])
         self.model.vocab = data.vocab               # so generated samples leave out <unk> too
+        self.model.set_word_order(word_counts(data.train, V, self.sos, self.eos))  # adaptive softmax only
         self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
                                           shuffle=True, drop_last=True, seed=cfg["seed"])
         self.batches_per_epoch = len(self.loader)

@@ -190,6 +190,18 @@ def load_hw4p1(data_dir):
     return HW4P1(vocab=vocab, train=train, valid=valid)
 
 
+def word_counts(articles, vocab_size, sos_id=None, eos_id=None):
+    """(V,) int64: how often each id occurs in articles (1-D id arrays); with sos_id / eos_id, each
+    article's <sos> and <eos> too (once per article, as the loaders wrap them)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for a in articles:
+        counts += np.bincount(np.asarray(a, dtype=np.int64), minlength=vocab_size)
+    for special in (sos_id, eos_id):
+        if special is not None:
+            counts[special] += len(articles)
+    return counts
+
+
 def fingerprint(data):
     """A 16-hex-digit name for a loaded corpus (HW4P1 tuple): the same words and ids, the same name.
 

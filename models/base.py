@@ -4,7 +4,8 @@ Shapes: B batch, T time steps, D the last layer's width, V vocabulary.
 
 A model subclasses LanguageModelBase and provides
 
-    embedding, decoder              the token embedding (V, D) and the output projection Linear(D, V)
+    embedding, decoder              the token embedding (V, D) and the output projection Linear(D, V),
+                                    or instead of the decoder an adaptive softmax (use_adaptive_softmax)
     encode(ids, state, cache)       ids (B, T) -> the last layer's outputs (B, T, D), the new state
                                     (cache=True: the training path, saving what backward needs)
     layers_backward(dX)             backward of encode's layers: dX (B, T, D) -> dL/d(embedded ids)
@@ -12,14 +13,21 @@ A model subclasses LanguageModelBase and provides
     predict, generate, decode_start, decode_step, select_state    (models.decoding's interface)
 
 and gets forward / backward (the plain projection), forward_loss / backward_loss (the projection
-fused with the cross-entropy: what training calls), the timer hook, state arrays and save.
+fused with the cross-entropy: what training calls), scores (the next-word scores of decoding), the
+timer hook, state arrays and save.
+
+The output layer is either the full projection (decoder, V scores per position) or, opt-in, the
+adaptive softmax (Grave et al. 2017, mytorch.nn.AdaptiveLogSoftmaxWithLoss): the training loss
+reads the head and the target's cluster only; scores are the exact log-probabilities of all V
+words. Its clusters need the words in frequency order: the model keeps `word_rank` (V,) (word
+id -> class index, 0 = the most frequent word; set_word_order), a buffer saved with the weights.
 """
 from contextlib import contextmanager
 
 import numpy as np
 
 from mytorch import backend, fast
-from mytorch.nn import LinearCrossEntropyLoss, Module
+from mytorch.nn import AdaptiveLogSoftmaxWithLoss, LinearCrossEntropyLoss, Module
 from mytorch.nn.module import check_ids as check_token_ids
 
 from .checkpoint import save_model
@@ -43,6 +51,34 @@ class LanguageModelBase(Module):
         self._shape = None                              # (B, T) of the last forward_loss
         self.vocab = None                               # (V,) str when loaded from a file that has one
         self.timer = None                               # lap(phase) callback: the benchmark's phase timer
+        self.output = None                              # the adaptive softmax, when used instead of decoder
+        self.word_rank = None                           # (V,) word id -> adaptive class index
+
+    def use_adaptive_softmax(self, in_features, cutoffs, div_value, dtype, rng):
+        """Score words through an adaptive softmax over D = in_features instead of the decoder.
+
+        cutoffs: increasing class indices (e.g. [2000, 10000]): the head holds the cutoffs[0] most
+        frequent words, each tail cluster the next band. The word order starts as the ids' own;
+        set_word_order(counts) sorts the words by frequency (what the clusters are for).
+        """
+        self.output = AdaptiveLogSoftmaxWithLoss(in_features, self.vocab_size, cutoffs, div_value,
+                                                 dtype=dtype, rng=rng)
+        self.decoder = None
+        self.word_rank = backend.xp().arange(self.vocab_size)
+
+    def set_word_order(self, counts):
+        """counts (V,): how often each word occurs in the training data -> word_rank, most frequent
+        first (ties in id order). Only for an adaptive-softmax model; a no-op otherwise."""
+        if self.output is None:
+            return
+        counts = np.asarray(backend.to_numpy(counts))
+        if counts.shape != (self.vocab_size,):
+            raise ValueError(f"set_word_order: expected counts of shape ({self.vocab_size},), "
+                             f"got {counts.shape}")
+        order = np.argsort(-counts, kind="stable")      # class index -> word id
+        rank = np.empty(self.vocab_size, dtype=np.int64)
+        rank[order] = np.arange(self.vocab_size)        # word id -> class index
+        self.word_rank = backend.to_device(rank)
 
     # -- the training step's two halves --------------------------------------
     def forward(self, ids, state=None):
@@ -52,12 +88,23 @@ class LanguageModelBase(Module):
         logits across two forwards must copy them.
         """
         X, new_state = self.encode(ids, state, cache=True)
+        if self.output is not None:                     # log-probabilities: softmax leaves them as they are
+            B, T, D = X.shape
+            logp = self.output.log_prob(X.reshape(B * T, D), cache=True)
+            return logp[:, self.word_rank].reshape(B, T, self.vocab_size), new_state
         return self.decoder.forward(X, out=self._logits_buffer(X)), new_state
 
     def backward(self, dLdlogits):
         """dLdlogits (B, T, V) -> fills every parameter's gradient (the state given to forward is a
         constant: truncated backpropagation)."""
-        self.embed_backward(self.layers_backward(self.decoder.backward(dLdlogits)))
+        if self.output is not None:                     # forward read column word_rank[v] into column v
+            B, T, V = dLdlogits.shape
+            G = backend.get_array_module(dLdlogits).empty((B * T, V), dtype=dLdlogits.dtype)
+            G[:, self.word_rank] = dLdlogits.reshape(B * T, V)
+            dX = self.output.log_prob_backward(G).reshape(B, T, -1)
+        else:
+            dX = self.decoder.backward(dLdlogits)
+        self.embed_backward(self.layers_backward(dX))
 
     def forward_loss(self, ids, targets, state=None):
         """ids, targets (B, T) -> (mean cross-entropy of the next words, final state).
@@ -75,8 +122,13 @@ class LanguageModelBase(Module):
         self.lap("layers_forward")
         B, T, D = X.shape
         self._shape = (B, T)
-        self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
         targets = backend.get_array_module(X).asarray(targets).reshape(-1)
+        if self.output is not None:                     # the head and each target's cluster only
+            self._head = self.output
+            loss = self.output.forward(X.reshape(B * T, D), self.word_rank[targets])
+            self.lap("softmax_loss")
+            return loss, new_state
+        self._head = fast.choose(LinearCrossEntropyLoss)(self.decoder)
         Z = self._head.project(X.reshape(B * T, D), out=self._logits_buffer(X).reshape(B * T, -1))
         self.lap("projection")
         loss = self._head.softmax_loss(Z, targets)      # the rest of LinearCrossEntropyLoss.forward
@@ -95,6 +147,25 @@ class LanguageModelBase(Module):
         self.lap("layers_backward")
         self.embed_backward(dX)
         self.lap("embedding")
+
+    def scores(self, X):
+        """X (N, D) last-layer outputs -> (N, V) next-word scores: the decoder's logits, or the adaptive
+        softmax's exact log-probabilities. Saves nothing: a pending training backward stays intact."""
+        if self.output is not None:
+            return self.output.log_prob(X)[:, self.word_rank]
+        Z = X @ self.decoder.params["W"].T                # (N, V)
+        Z += self.decoder.params["b"]
+        return Z
+
+    def mean_nll(self, X, targets, out=None):
+        """X (N, D) last-layer outputs, targets (N,) word ids -> mean -log p(target) (a float), for
+        evaluation: saves nothing. out: an optional (N, V) scratch buffer for the full softmax's logits."""
+        xp = backend.get_array_module(X)
+        targets = xp.asarray(targets)
+        if self.output is not None:                     # exact: all V log-probabilities of each row
+            logp = self.output.log_prob(X)
+            return -float(logp[xp.arange(X.shape[0]), self.word_rank[targets]].mean(dtype=np.float64))
+        return fast.choose(LinearCrossEntropyLoss)(self.decoder).forward(X, targets, out=out)
 
     def stream_chunk(self, wanted):
         """Words to read at a time when a long stream is read with the state carried between reads
@@ -135,17 +206,25 @@ class LanguageModelBase(Module):
 
     # -- files -------------------------------------------------------------------
     def state_arrays(self):
-        """{name: host array} of every parameter (a tied matrix appears once)."""
+        """{name: host array} of every parameter (a tied matrix appears once), and the integer
+        word_rank of an adaptive softmax."""
         out, seen = {}, set()
         for name, p, _ in self.named_parameters():
             if id(p) not in seen:
                 seen.add(id(p))
                 out[name] = backend.to_numpy(p)
+        if self.output is not None:
+            out["word_rank"] = backend.to_numpy(self.word_rank)
         return out
 
     def load_state_arrays(self, arrays):
-        """Fill every parameter from {name: array} (state_arrays' names)."""
+        """Fill every parameter (and word_rank) from {name: array} (state_arrays' names)."""
         own = {name: p for name, p, _ in self.named_parameters()}
+        if self.output is not None and "word_rank" in arrays:
+            rank = np.asarray(arrays["word_rank"])
+            if rank.dtype.kind not in "iu" or np.sort(rank).tolist() != list(range(self.vocab_size)):
+                raise ValueError(f"checkpoint word_rank is not a permutation of the {self.vocab_size} words")
+            self.word_rank = backend.to_device(rank.astype(np.int64))
         missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
         if missing:
             raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")

@@ -6,7 +6,8 @@ describes), so every model class can import it. A model file holds:
     __config__   the LanguageModel configuration as JSON
     __meta__     free JSON metadata (vocabulary size, metrics, ...)
     __vocab__    optional (V,) str array, so a model file alone can read and write words
-    param/NAME   each parameter (a tied matrix once), float32 or float16
+    param/NAME   each parameter (a tied matrix once), float32 or float16; an adaptive softmax's
+                 word_rank (V,) int64 (never narrowed)
 
 Writes go to a temporary file in the same directory, are flushed to disk, then
 renamed over the target: a crash or a full disk mid-write leaves the previous
@@ -145,7 +146,7 @@ def model_arrays(model, float16=False, meta=None, vocab=None):
                              f"{model.vocab_size} words")
         arrays["__vocab__"] = vocab.astype(str)
     for name, a in model.state_arrays().items():
-        arrays["param/" + name] = a.astype(np.float16) if float16 else a
+        arrays["param/" + name] = a.astype(np.float16) if float16 and a.dtype.kind == "f" else a
     return arrays
 
 

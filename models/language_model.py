@@ -10,6 +10,8 @@ BPTT loop) are the layer's own, so the model only chains layers. With ``tied=Tru
 decoder reuses the embedding matrix (the last layer's hidden size is then D) and both
 gradients add into one buffer.
 
+With ``adaptive=[cutoffs]`` an adaptive softmax (models.base, untied) replaces the decoder.
+
 Training calls ``forward_loss`` / ``backward_loss`` (models.base, shared with the Transformer):
 the projection and the cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), the same
 gradients as ``forward`` -> CrossEntropyLoss -> ``backward`` with less traffic over the logits.
@@ -45,7 +47,7 @@ from .decoding import MAX_GENERATE_STEPS  # noqa: F401  (where tests and users f
 class LanguageModel(LanguageModelBase):
     def __init__(self, vocab_size, emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0,
                  dropouth=None, seed=0, dtype=np.float32, dropoute=0.0, wdrop=0.0, alpha=0.0,
-                 beta=0.0):
+                 beta=0.0, adaptive=None, div_value=4.0):
         super().__init__()
         if nlayers < 1 or emsize < 1 or nhid < 1 or vocab_size < 2:
             raise ValueError("LanguageModel: vocab_size >= 2, and emsize, nhid, nlayers >= 1 are required")
@@ -53,12 +55,17 @@ class LanguageModel(LanguageModelBase):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         if not all(np.isfinite(a) and a >= 0 for a in (alpha, beta)):
             raise ValueError(f"alpha and beta must be finite numbers >= 0, got {alpha}, {beta}")
+        if adaptive and tied:
+            raise ValueError("LanguageModel: an adaptive softmax has no (V, D) matrix to tie to the "
+                             "embedding: use tied=False with adaptive")
         self.config = dict(vocab_size=int(vocab_size), emsize=int(emsize), nhid=int(nhid),
                            nlayers=int(nlayers), tied=bool(tied), dropout=float(dropout),
                            dropouth=None if dropouth is None else float(dropouth))
         regularisers = dict(dropoute=float(dropoute), wdrop=float(wdrop), alpha=float(alpha),
                             beta=float(beta))
         self.config.update({k: v for k, v in regularisers.items() if v != 0})  # old files: none of them
+        if adaptive:
+            self.config.update(adaptive=[int(k) for k in adaptive], div_value=float(div_value))
         self.alpha, self.beta = float(alpha), float(beta)
         rng = np.random.default_rng(seed)
         self.vocab_size = vocab_size
@@ -69,6 +76,8 @@ class LanguageModel(LanguageModelBase):
         self.decoder = Linear(sizes[-1], vocab_size, dtype=dtype, rng=rng)
         self.decoder.params["W"][...] = backend.to_device(rng.uniform(-0.1, 0.1, (vocab_size, sizes[-1])))
         self.decoder.params["b"].fill(0)
+        if adaptive:
+            self.use_adaptive_softmax(sizes[-1], adaptive, div_value, dtype, rng)
         if tied:  # one matrix, one gradient buffer: the optimizer sees it once
             self.decoder.params["W"] = self.embedding.params["W"]
             self.decoder.grads["W"] = self.embedding.grads["W"]
@@ -203,7 +212,7 @@ class LanguageModel(LanguageModelBase):
         """
         with self._inference():
             X, _ = self.encode(inp, cache=False)
-            return self.decoder.forward(X[:, -1])
+            return self.scores(X[:, -1])
 
     def generate(self, inp, timesteps, **options):
         """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) int64 ids.
@@ -222,12 +231,12 @@ class LanguageModel(LanguageModelBase):
     def decode_start(self, inp):
         """inp (B, T) -> logits (B, V) for the next word, and the state after the prefix."""
         X, state = self.encode(inp, cache=False)
-        return self.decoder.forward(X[:, -1]), state
+        return self.scores(X[:, -1]), state
 
     def decode_step(self, ids, state):
         """ids (R,) one word per row -> logits (R, V) for the word after it, the new state."""
         X, state = self.encode(ids[:, None], state, cache=False)
-        return self.decoder.forward(X[:, -1]), state
+        return self.scores(X[:, -1]), state
 
     @staticmethod
     def select_state(state, rows):

@@ -25,7 +25,8 @@ def load_model(path, dtype=np.float32):
         raise CheckpointError(f"{path}: unknown model configuration {config} for a {kind} model "
                               f"({err})") from None
     try:
-        model.load_state_arrays({k: v.astype(dtype) for k, v in params.items()})
+        model.load_state_arrays({k: v.astype(dtype) if v.dtype.kind == "f" else v  # word_rank: ints
+                                 for k, v in params.items()})
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     vocab = arrays.get("__vocab__")

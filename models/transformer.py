@@ -13,7 +13,8 @@ M = max_len (the context length: positions 0 .. M-1).
 Dropout (one p): on the embedded input, on the attention weights, on both residual branches.
 The decoder shares the embedding's matrix and its gradient buffer (as LanguageModel's tied=True),
 with its own bias. Training calls forward_loss / backward_loss: the projection and the
-cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), as LanguageModel does.
+cross-entropy fused (mytorch.nn.LinearCrossEntropyLoss), as LanguageModel does. With
+adaptive=[cutoffs] an adaptive softmax (models.base) replaces the tied decoder: untied.
 
 Init (GPT-2): every matrix N(0, 0.02^2): token embedding (= decoder), learned positions, W_q, W_k,
 W_v, W1; the two matrices that write into the residual stream (W_o, W2) N(0, (0.02 / sqrt(2 L))^2),
@@ -125,12 +126,14 @@ class TransformerLM(LanguageModelBase):
     """
 
     def __init__(self, vocab_size, d_model=128, nhead=4, nlayers=2, max_len=64, dropout=0.1,
-                 positional="learned", gelu="tanh", seed=0, dtype=np.float32):
+                 positional="learned", gelu="tanh", seed=0, dtype=np.float32, adaptive=None, div_value=4.0):
         super().__init__()
         _check_config(vocab_size, d_model, nhead, nlayers, max_len, dropout, positional, gelu)
         self.config = dict(model="transformer", vocab_size=int(vocab_size), d_model=int(d_model),
                            nhead=int(nhead), nlayers=int(nlayers), max_len=int(max_len),
                            dropout=float(dropout), positional=positional, gelu=gelu)
+        if adaptive:
+            self.config.update(adaptive=[int(k) for k in adaptive], div_value=float(div_value))
         rng = np.random.default_rng(seed)
         self.vocab_size, self.max_len = int(vocab_size), int(max_len)
         self.embedding = Embedding(vocab_size, d_model, dtype=dtype, rng=rng)              # (V, D)
@@ -153,6 +156,8 @@ class TransformerLM(LanguageModelBase):
                 _normal_(lin.params["W"], s, rng)
                 lin.params["b"].fill(0)
         self.decoder.params["b"].fill(0)
+        if adaptive:                                    # untied: the adaptive softmax has its own weights
+            self.use_adaptive_softmax(d_model, adaptive, div_value, dtype, rng)
         self._context = 0                               # C of the last training-path encode
 
     @property
@@ -259,7 +264,7 @@ class TransformerLM(LanguageModelBase):
         """
         check_ids(inp, self.vocab_size, "TransformerLM")
         X = self._read(inp[:, -self.max_len:], [{} for _ in self.blocks], 0)
-        return _peek(self.decoder, X[:, -1])
+        return self.scores(X[:, -1])
 
     def generate(self, inp, timesteps, **options):
         """Continue each row of inp (B, T) by `timesteps` words -> (B, timesteps) int64 ids.
@@ -278,7 +283,7 @@ class TransformerLM(LanguageModelBase):
         ids = backend.to_numpy(inp)[:, -self.max_len:]
         kv = [{} for _ in self.blocks]
         X = self._read(ids, kv, 0)
-        return _peek(self.decoder, X[:, -1]), dict(ids=ids, kv=kv)
+        return self.scores(X[:, -1]), dict(ids=ids, kv=kv)
 
     def decode_step(self, ids, state):
         """ids (R,) one word per row -> logits (R, V) for the word after it, the new state.
@@ -295,7 +300,7 @@ class TransformerLM(LanguageModelBase):
             hist = hist[:, 1:]
             kv = [{} for _ in self.blocks]
             X = self._read(hist, kv, 0)
-        return _peek(self.decoder, X[:, -1]), dict(ids=hist, kv=kv)
+        return self.scores(X[:, -1]), dict(ids=hist, kv=kv)
 
     @staticmethod
     def select_state(state, rows):

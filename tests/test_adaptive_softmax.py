@@ -68,6 +68,28 @@ def test_gradients_match_finite_differences(rng, config):
     assert ("head.b" in names) == bias and len(names) == 1 + bias + 2 * len(cutoffs)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_log_prob_backward_matches_finite_differences(rng, config):
+    """log_prob(X, cache=True) -> log_prob_backward(G): dX and every parameter against central
+    differences of sum(G * log_prob(X)), G random (every class, every band weighted)."""
+    N, D, V, cutoffs, div, bias = config
+    layer = _layer(rng, D, V, cutoffs, div, bias)
+    X = rng.standard_normal((N, D)) * 1.2
+    G = rng.standard_normal((N, V))
+    logp = layer.log_prob(X, cache=True)
+    dX = layer.log_prob_backward(G)
+    assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-12)
+
+    def f():
+        return float((G * layer.log_prob(X)).sum())
+    check_gradient(f, X, dX, rtol=1e-6)
+    for name, p, g in layer.named_parameters():
+        assert np.abs(g).max() > 0, name
+        check_gradient(f, p, g, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="log_prob\\(X, cache=True\\) first"):
+        layer.log_prob_backward(G)                      # once per log_prob
+
+
 def test_cluster_without_rows_gets_no_gradient(rng):
     """A batch with no target in cluster 1: its weights get exactly zero, the rest is still exact."""
     N, D, V, cutoffs = 8, 8, 24, [4, 10, 16]

@@ -71,7 +71,8 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                                dtype=np.float32, rng=None)
     forward(X, y): X (N, D) float, y (N,) int -> mean NLL over the batch (Python float)
     backward(dLdloss=1.0) -> dL/dX (N, D); adds into every parameter's gradient
-    log_prob(X): X (N, D) -> (N, V) exact log-probabilities of all classes
+    log_prob(X, cache=False): X (N, D) -> (N, V) exact log-probabilities of all classes
+    log_prob_backward(dLdlogp): (N, V) -> dL/dX (N, D), after log_prob(X, cache=True)
     predict(X): X (N, D) -> (N,) the most probable class
 
     Parameters (named_parameters names), as mytorch Linear layers:
@@ -116,6 +117,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             self.tail_proj.append(Linear(in_features, hidden, bias=False, dtype=dtype, rng=rng))
             self.tail_out.append(Linear(hidden, size, bias=False, dtype=dtype, rng=rng))
         self._cache = None
+        self._lp_cache = None
 
     def forward(self, X, y):
         """X (N, D), y (N,) -> mean_n -log p(y_n | X_n). Each row runs the head and its target's cluster."""
@@ -169,18 +171,70 @@ class AdaptiveLogSoftmaxWithLoss(Module):
 
     __call__ = forward
 
-    def log_prob(self, X):
-        """X (N, D) -> (N, V) log p(v | x) for every class v; exp of each row sums to 1."""
+    def log_prob(self, X, cache=False):
+        """X (N, D) -> (N, V) log p(v | x) for every class v; exp of each row sums to 1.
+
+        cache=True saves what log_prob_backward needs (the plain forward/backward path of a model);
+        the default saves nothing, so a pending loss backward stays intact.
+        """
         self._check(X)
         xp = backend.get_array_module(X)
         k0 = self.shortlist_size
         head = log_softmax(_affine(self.head, X), axis=1)                     # (N, K)
         out = xp.empty((X.shape[0], self.n_classes), dtype=head.dtype)        # (N, V)
         out[:, :k0] = head[:, :k0]
+        hidden = []
         for c in range(self.n_clusters):
-            z = _affine(self.tail_out[c], _affine(self.tail_proj[c], X))      # (N, S_c)
-            out[:, self.cutoffs[c]:self.cutoffs[c + 1]] = head[:, k0 + c, None] + log_softmax(z, axis=1)
+            Hc = _affine(self.tail_proj[c], X)                                # (N, H_c)
+            tail = log_softmax(_affine(self.tail_out[c], Hc), axis=1)         # (N, S_c)
+            out[:, self.cutoffs[c]:self.cutoffs[c + 1]] = head[:, k0 + c, None] + tail
+            hidden.append(Hc)
+        if cache:
+            self._lp_cache = (X, out, hidden)
         return out
+
+    def log_prob_backward(self, dLdlogp):
+        """Backward of log_prob(X, cache=True): dLdlogp (N, V) -> dL/dX (N, D), adding into every
+        parameter's gradient.
+
+        With G = dLdlogp, a log-softmax y = log softmax(z) has dL/dz = G_y - softmax(z) sum(G_y), and
+        exp(y) = softmax(z) is read back from the saved output (per row, per band of classes):
+            shortlist     y_head[:k0] = out[:, :k0]                       G_head[:, :k0] = G[:, :k0]
+            cluster c     out_c = y_head[k0 + c] + y_c                    G_head[:, k0 + c] = sum(G_c)
+                                                                          G_c is y_c's gradient too
+            y_head's own exponentials: the shortlist's out, and each cluster's sum of exp(out_c)
+        then the Linear layers as in backward (head: dW_h += dh^T X, db_h; cluster: dU, dV, dX).
+        """
+        X, out, hidden = getattr(self, "_lp_cache", None) or (None, None, None)
+        if X is None:
+            raise RuntimeError("AdaptiveLogSoftmaxWithLoss.log_prob_backward needs log_prob(X, cache=True) "
+                               "first (and runs once per log_prob)")
+        self._lp_cache = None
+        xp = backend.get_array_module(dLdlogp)
+        k0, K = self.shortlist_size, self.shortlist_size + self.n_clusters
+        G_head = xp.empty((X.shape[0], K), dtype=dLdlogp.dtype)               # dL/d(log softmax head)
+        P_head = xp.empty_like(G_head)                                        # softmax(head) = exp(y_head)
+        G_head[:, :k0] = dLdlogp[:, :k0]
+        P_head[:, :k0] = xp.exp(out[:, :k0])
+        dX = xp.zeros_like(X)
+        for c in range(self.n_clusters):
+            lo, hi = self.cutoffs[c], self.cutoffs[c + 1]
+            G_c = dLdlogp[:, lo:hi]                                           # (N, S_c)
+            P_c = xp.exp(out[:, lo:hi])                                       # p(head c) * softmax(z_c)
+            p_cluster = P_c.sum(axis=1)                                       # (N,) p(head c)
+            G_head[:, k0 + c] = G_c.sum(axis=1)
+            P_head[:, k0 + c] = p_cluster
+            dz = G_c - (P_c / p_cluster[:, None]) * G_head[:, k0 + c, None]   # (N, S_c)
+            self.tail_out[c].grads["W"] += dz.T @ hidden[c]                   # dU += dz^T H_c
+            dH = dz @ self.tail_out[c].params["W"]                            # (N, H_c)
+            self.tail_proj[c].grads["W"] += dH.T @ X                          # dV += dH^T X
+            dX += dH @ self.tail_proj[c].params["W"]
+        dh = G_head - P_head * G_head.sum(axis=1, keepdims=True)              # (N, K)
+        self.head.grads["W"] += dh.T @ X
+        if "b" in self.head.params:
+            self.head.grads["b"] += dh.sum(axis=0)
+        dX += dh @ self.head.params["W"]
+        return dX
 
     def predict(self, X):
         """X (N, D) -> (N,) argmax_v log p(v | x) (computes all V log-probabilities)."""
