@@ -11,6 +11,7 @@ A configuration (cfg) is a flat dict: a preset's values, overridden by the flags
                                               full softmax) and its width divisor
     optimizer, lr, wdecay, clip               the optimizer and gradient clipping
     batch_size, bptt, epochs                  the data and the schedule
+    carry                                     the LSTM only: train on a carried state (train.py --carry)
 """
 import argparse
 import math
@@ -28,16 +29,16 @@ PRESETS = {
     # the recipe that reaches the quality bar (README: "Results")
     "default": dict(model="lstm", emsize=128, nhid=384, nlayers=2, tied=True, dropout=0.1, dropouth=0.1,
                     bptt=20, batch_size=32, lr=2e-3, optimizer="adam", wdecay=0.0, clip=0.5,
-                    epochs=8, **AWD_OFF, **FULL_SOFTMAX),
+                    epochs=8, carry=False, **AWD_OFF, **FULL_SOFTMAX),
     # the course notebook: 128-dim embedding, two 128-unit cells, untied, 10-word windows, Adam, cosine
     "notebook": dict(model="lstm", emsize=128, nhid=128, nlayers=2, tied=False, dropout=0.0, dropouth=0.0,
                      bptt=10, batch_size=32, lr=1e-3, optimizer="adam", wdecay=0.0, clip=0.0,
-                     epochs=5, **AWD_OFF, **FULL_SOFTMAX),
+                     epochs=5, carry=False, **AWD_OFF, **FULL_SOFTMAX),
     # a small GPT: d_model 128, 4 heads, 2 pre-LayerNorm blocks, tied, 32-word context
     # (6 epochs: the 120-minute budget of its issue at about 2,000 tokens/s on 2 cores)
     "transformer": dict(model="transformer", emsize=128, nhead=4, nlayers=2, dropout=0.1,
                         bptt=32, batch_size=32, lr=2e-3, optimizer="adamw", wdecay=0.01, clip=0.5,
-                        epochs=6, **FULL_SOFTMAX),
+                        epochs=6, carry=False, **FULL_SOFTMAX),
 }
 # which flags each model reads; --model X without --preset starts from MODEL_PRESETS[X]
 MODEL_FLAGS = {"lstm": ("nhid", "tied", "dropouth", *AWD_OFF), "transformer": ("nhead",)}
@@ -207,6 +208,9 @@ def validate_run(cfg):
         (cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}"),
         (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
         (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
+        (not (cfg.get("carry") and cfg.get("model", "lstm") == "transformer"),
+         "--carry: the Transformer has no recurrent state to carry (it reads windows of --bptt words); "
+         "drop --carry"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -27,6 +27,8 @@ from .trainer import run_record
 # (--epochs stretches the schedule: see resume); flags that are not part of a run at all
 OVERRIDES = ("epochs", "save_every", "backend", "data")
 IGNORED = ("resume", "no_progress", "save", "dry_run", "log_interval", "allow_other_data")
+# keys that runs saved before they existed lack, with the value those runs trained with
+ADDED_LATER = dict(carry=False)
 
 
 def resume_config(saved, given, exp_dir):
@@ -36,6 +38,7 @@ def resume_config(saved, given, exp_dir):
     the run (--nhid, --lr, --seed, ...) and differs from the saved value is a UsageError:
     the run would no longer be the one that was saved.
     """
+    saved = {**ADDED_LATER, **saved}
     cfg = dict(saved)
     if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
         raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "

@@ -8,22 +8,52 @@ The model's ``lap(phase)`` calls mark where each phase ends: no-ops unless a tim
 forward_loss fuses the projection with the loss (mytorch.nn.LinearCrossEntropyLoss): the
 model's (B*T, V) logits buffer becomes exp(Z - m) and is read by the backward's products
 without a gradient ever being written out, so it is allocated once for the whole run.
+
+A step may start from a given LSTM state (train.py --carry: truncated BPTT down contiguous
+streams, dataset.streams): ``train_step_state`` returns the final state too, ready to be the
+next step's. The model treats a given state as a constant (no gradient flows into it), so
+carrying it cuts the graph at the batch boundary.
 """
 import math
 
 from mytorch import backend, optim
 
 
-def train_step(model, opt, x, y, clip=None):
-    """x, y (B, T) ids -> (loss, gradient norm). The update is skipped when either is not finite."""
+def train_step(model, opt, x, y, clip=None, state=None):
+    """x, y (B, T) ids; state: the initial state, None for zeros -> (loss, gradient norm).
+
+    The update is skipped when either is not finite.
+    """
+    loss, norm, _ = _step(model, opt, x, y, clip, state)
+    return loss, norm
+
+
+def train_step_state(model, opt, x, y, clip=None, state=None):
+    """As train_step -> (loss, gradient norm, final state): the LSTM's [(h, c)] * L, each (B, H),
+    copied (the layers may reuse their buffers), to pass as the next batch's state."""
+    loss, norm, new_state = _step(model, opt, x, y, clip, state)
+    return loss, norm, detach(new_state)
+
+
+def _step(model, opt, x, y, clip, state):
     model.train()
     model.zero_grad()
     x, y = backend.to_device(x), backend.to_device(y)
     model.lap("zero_grad")
-    loss, _ = model.forward_loss(x, y)
+    loss, new_state = model.forward_loss(x, y, state)
     model.backward_loss()
     norm = optim.clip_grad_norm(opt, clip or None)
     if math.isfinite(loss) and math.isfinite(norm):
         opt.step()
     model.lap("optimizer")
-    return loss, norm
+    return loss, norm, new_state
+
+
+def detach(state):
+    """A copy of a model's state (an LSTM's [(h, c)] * L; None stays None): values only, nothing
+    shared with the model."""
+    if state is None:
+        return None
+    if isinstance(state, (list, tuple)):
+        return type(state)(detach(s) for s in state)
+    return state.copy()

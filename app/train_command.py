@@ -7,8 +7,15 @@
     python train.py --dry-run                         # a few batches of each phase, in seconds
     python train.py --resume runs/default-<time>      # continue an interrupted run
     python train.py --resume DIR --epochs 10          # train a finished run further
+    python train.py --carry                           # train on a carried state (AWD-LSTM's truncated BPTT)
 
 (`mytorch-train` is the same command once the package is installed: pip install -e .)
+
+By default every training sequence is a window of --bptt words read from a zero state
+(dataset.loader), as the course's fixtures are scored. --carry (the LSTM only) walks down
+--batch_size contiguous streams instead (dataset.streams), AWD-LSTM's way: sequences of about
+--bptt words (AWD-LSTM's random lengths), the state carried from batch to batch (cut from the
+graph), reset at each epoch start, and each step's learning rate scaled by its length / --bptt.
 
 Without --data it trains on the WikiText-2 text bundled with the package, built into the HW4P1
 layout in a cache on first use (dataset.bundled); --data DIR reads the course's handout.
@@ -78,6 +85,10 @@ def build_parser(preset="default"):
     add_model_flags(g, preset)
     g.add_argument("--epochs", type=int, help=f"epochs; the learning rate is cosine-annealed to 0 over them "
                                               f"(default: {PRESETS[preset]['epochs']})")
+    g.add_argument("--carry", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on a carried state: contiguous streams, AWD-LSTM's random sequence lengths "
+                        "around --bptt, the LSTM state carried between batches, the lr scaled by length / "
+                        f"bptt; the LSTM only (default: {PRESETS[preset]['carry']})")
     p.add_argument("--seed", type=int, default=1111, help="random seed")
     p.add_argument("--save", metavar="DIR", help="experiment directory (default: runs/<preset>-<time> under "
                                                  "the current directory; a --dry-run: a temporary directory "
@@ -259,8 +270,9 @@ def train(run, exp_dir, args, temporary):
 
     n_params = sum(p.size for p in {id(p): p for _, p, _ in run.model.named_parameters()}.values())
     print(f"model: {describe_model(cfg)} | {n_params / 1e6:.2f}M parameters | "
-          f"{run.batches_per_epoch} batches of "
-          f"{cfg['batch_size']}x{cfg['bptt']} per epoch | {cfg['epochs']} epochs -> {exp_dir}", flush=True)
+          f"{run.batches_per_epoch} batches of {cfg['batch_size']}x{cfg['bptt']} per epoch"
+          f"{' (lengths about bptt, state carried)' if cfg.get('carry') else ''} | "
+          f"{cfg['epochs']} epochs -> {exp_dir}", flush=True)
 
     def on_signal(signum, frame):
         if run.stop_signal is None:  # the first: finish this batch (or drop the evaluation), save, exit

@@ -3,9 +3,18 @@
 train.py turns a command line into a configuration and calls this; tests and notebooks can
 drive a Run directly. Shapes: B batch, T words per sequence (bptt), V vocabulary.
 
-A Run is fully described by its arrays (model, optimizer moments) and one JSON record
-(position, metrics, schedule, RNG states); ``state_arrays`` / ``load_state`` write and read
-both, so a run restored from state.npz continues bit-identically (on the CPU).
+A Run is fully described by its arrays (model, optimizer moments, the carried LSTM state) and
+one JSON record (position, metrics, schedule, RNG states); ``state_arrays`` / ``load_state``
+write and read both, so a run restored from state.npz continues bit-identically (on the CPU).
+
+Two ways to batch the training split (cfg["carry"]):
+
+    False  dataset.loader.LanguageModelLoader: shuffled windows of bptt words, each from a zero state
+    True   dataset.streams.StreamLoader: batches walking down B contiguous streams with AWD-LSTM's
+           random lengths T_k; the final LSTM state of batch k is the initial state of batch k+1
+           (a copy, cut from the graph: truncated BPTT), None (zeros) at each epoch start, and the
+           step's learning rate is the scheduled one times T_k / bptt (AWD-LSTM), so a short batch
+           moves the weights less; the schedule itself is unchanged.
 """
 import json
 import math
@@ -17,6 +26,7 @@ import numpy as np
 
 from dataset.corpus import fingerprint, word_counts
 from dataset.loader import LanguageModelLoader
+from dataset.streams import StreamLoader
 from fixtures import format_generation
 from models.checkpoint import (CheckpointError, model_arrays, read_model_file, save_npz_atomic,
                                write_text_atomic)
@@ -25,7 +35,7 @@ from mytorch import backend, optim
 from .config import build_model, build_optimizer
 from .evaluate import fixture_nll, perplexity, stream_nll
 from .progress import Progress, plot_curves
-from .step import train_step
+from .step import train_step, train_step_state
 
 
 class Run:
@@ -45,8 +55,13 @@ class Run:
         self.model = build_model(cfg, V, seed=cfg["seed"])
         self.model.vocab = data.vocab               # so generated samples leave out <unk> too
         self.model.set_word_order(word_counts(data.train, V, self.sos, self.eos))  # adaptive softmax only
-        self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
-                                          shuffle=True, drop_last=True, seed=cfg["seed"])
+        if cfg.get("carry", False):                 # runs saved before --carry existed lack the key
+            self.loader = StreamLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
+                                       seed=cfg["seed"], shuffle=True)
+        else:
+            self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
+                                              shuffle=True, drop_last=True, seed=cfg["seed"])
+        self.carried = None      # --carry: the state [(h, c)] * L, each (B, H), the next batch starts from
         self.batches_per_epoch = len(self.loader)
         if cfg["max_batches"]:
             self.batches_per_epoch = min(self.batches_per_epoch, cfg["max_batches"])
@@ -65,6 +80,8 @@ class Run:
 
             __format__, __config__, __meta__, param/*   the model (models.checkpoint's layout)
             opt/<buffer>/<i>                            optimizer moments (Adam m, v; SGD momentum)
+            carry/<k>/h, carry/<k>/c                    --carry: layer k's state (B, H) the next batch
+                                                        starts from (absent when it is zeros)
             __run__    JSON: position (epoch, batch, running loss, metrics, best NLL), the flags,
                        optimizer step count and lr, the schedule, the dropout RNG states
         The data order needs no state: the loader rebuilds any epoch from (seed, epoch).
@@ -74,6 +91,8 @@ class Run:
         for key, bufs in opt_state["buffers"].items():
             for i, b in enumerate(bufs):
                 arrays[f"opt/{key}/{i}"] = b
+        for k, (h, c) in enumerate(self.carried or []):
+            arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"] = backend.to_numpy(h), backend.to_numpy(c)
         rngs = [d.rng.bit_generator.state for d in self.model.drops]
         run = dict(pos=self.pos, cfg=self.cfg, opt_t=opt_state["t"], opt_lr=opt_state["lr"],
                    sched=self.sched.state_dict(), dropout_rngs=rngs)
@@ -120,19 +139,52 @@ class Run:
                                  f"{len(self.model.drops)} layers")
             for d, st in zip(self.model.drops, run["dropout_rngs"]):
                 d.rng.bit_generator.state = st
+            carried = self._carried_from(arrays)
             pos = dict(run["pos"])
             missing = set(self.pos) - set(pos)
             if missing:
                 raise KeyError(", ".join(sorted(missing)))
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: unusable training state ({type(err).__name__}: {err})") from None
-        self.pos = pos
+        self.pos, self.carried = pos, carried
         self.saved_at = (pos["epoch"], pos["batch"])
+
+    def _carried_from(self, arrays):
+        """The carried state saved in arrays (carry/<k>/h, carry/<k>/c), or None; ValueError if it does not
+        fit the run (one (B, H_k) pair per layer, and --carry)."""
+        n = len([k for k in arrays if k.startswith("carry/") and k.endswith("/h")])
+        if n == 0:
+            return None
+        layers = getattr(self.model, "layers", [])
+        if not self.cfg.get("carry", False) or n != len(layers):
+            raise ValueError(f"a carried state of {n} layers for a run of {len(layers)} LSTM layers "
+                             f"with carry={self.cfg.get('carry', False)}")
+        carried = []
+        for k, layer in enumerate(layers):
+            h, c = arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"]
+            want = (self.cfg["batch_size"], layer.hidden_size)
+            if tuple(h.shape) != want or tuple(c.shape) != want:
+                raise ValueError(f"carry/{k}: shapes {tuple(h.shape)}, {tuple(c.shape)}, expected {want}")
+            carried.append((backend.to_device(h), backend.to_device(c)))
+        return carried
 
     # -- one training step ------------------------------------------------------------
     def train_step(self, x, y):
-        """One step (app.step) and one tick of the per-batch cosine schedule."""
-        loss, norm = train_step(self.model, self.opt, x, y, self.cfg["clip"])
+        """One step (app.step) and one tick of the per-batch cosine schedule.
+
+        With --carry: from the carried state, which becomes this step's final state, at the
+        scheduled lr times T / bptt for x, y of shape (B, T); the scheduled lr is restored after.
+        """
+        if not self.cfg.get("carry", False):
+            loss, norm = train_step(self.model, self.opt, x, y, self.cfg["clip"])
+        else:
+            scheduled = self.opt.lr
+            self.opt.lr = scheduled * x.shape[1] / self.cfg["bptt"]
+            try:
+                loss, norm, self.carried = train_step_state(self.model, self.opt, x, y, self.cfg["clip"],
+                                                            self.carried)
+            finally:
+                self.opt.lr = scheduled
         if math.isfinite(loss) and math.isfinite(norm):
             self.sched.step()
         return loss, norm
@@ -248,6 +300,7 @@ class Run:
                 path, meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1, val_nll=row["val_nll"]),
                 vocab=self.data.vocab), self.say)
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
+        self.carried = None                     # --carry: each epoch starts from a zero state
         try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
             path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
         self.save_state()

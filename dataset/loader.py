@@ -27,7 +27,8 @@ pytorch/examples word_language_model), with T = 4:
 
 Each window is an independent sequence: no hidden state is meant to be carried from one
 batch to the next (unlike the column layout of word_language_model's batchify), which is
-what lets the windows be shuffled. Every id of the stream except the last < T + 1 is an
+what lets the windows be shuffled (dataset/streams.py has that column layout, for training on a
+carried state: train.py --carry). Every id of the stream except the last < T + 1 is an
 input exactly once per epoch (with drop_last=True the last W % B windows are dropped too).
 
 Randomness: epoch e draws the article order, then the window order, from
@@ -39,10 +40,48 @@ from numbers import Integral
 import numpy as np
 
 
-def _check_int(name, value, low):
+def check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+class WrappedArticles:
+    """The articles, each wrapped once in <sos> ... <eos>; ``stream(order)`` concatenates them in any
+    order (the stream an epoch reads). Shared by LanguageModelLoader and dataset.streams.StreamLoader.
+
+    articles: sequence of 1-D integer arrays (one per article, not yet wrapped). n: ids in a stream.
+    """
+
+    def __init__(self, articles, sos_id, eos_id):
+        articles = [np.asarray(a) for a in articles]
+        if not articles:
+            raise ValueError("articles is empty")
+        for k, a in enumerate(articles):
+            if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+                raise ValueError(f"article {k} must be a 1-D integer array, got {a.dtype} {a.shape}")
+        # All articles wrapped once, in their given order: <s> a1 ... </s> <s> b1 ... </s> ...
+        pieces = []
+        for a in articles:
+            pieces += [[sos_id], a, [eos_id]]
+        self._wrapped = np.concatenate(pieces).astype(np.int64)                    # (n,)
+        self._lengths = np.array([a.size + 2 for a in articles], dtype=np.int64)  # (n_articles,)
+        self._offsets = np.concatenate([[0], np.cumsum(self._lengths)[:-1]])       # (n_articles,)
+        self.n = self._wrapped.size
+
+    def order(self, rng, shuffle):
+        """The article order of an epoch: a permutation drawn from rng, or the given order."""
+        n_art = self._lengths.size
+        return rng.permutation(n_art) if shuffle else np.arange(n_art)
+
+    def stream(self, order):
+        """The wrapped articles in `order` (n_articles,), concatenated: (n,) int64."""
+        # Gather without a Python loop: position j of the new stream, inside its article, comes
+        # from offsets[article] + (j - start of that article here).
+        lens = self._lengths[order]                                                # (n_articles,)
+        new_starts = np.cumsum(lens) - lens                                        # (n_articles,)
+        index = np.arange(self.n) + np.repeat(self._offsets[order] - new_starts, lens)
+        return self._wrapped[index]                                                # (n,)
 
 
 class LanguageModelLoader:
@@ -54,31 +93,17 @@ class LanguageModelLoader:
     """
 
     def __init__(self, articles, batch_size, seq_len, sos_id, eos_id, shuffle=True, drop_last=True, seed=0):
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seq_len = _check_int("seq_len", seq_len, 1)
-        self.sos_id = _check_int("sos_id", sos_id, 0)
-        self.eos_id = _check_int("eos_id", eos_id, 0)
-        self.seed = _check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seq_len = check_int("seq_len", seq_len, 1)
+        self.sos_id = check_int("sos_id", sos_id, 0)
+        self.eos_id = check_int("eos_id", eos_id, 0)
+        self.seed = check_int("seed", seed, 0)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.epoch = 0
 
-        articles = [np.asarray(a) for a in articles]
-        if not articles:
-            raise ValueError("articles is empty")
-        for k, a in enumerate(articles):
-            if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
-                raise ValueError(f"article {k} must be a 1-D integer array, got {a.dtype} {a.shape}")
-        # All articles wrapped once, in their given order: <s> a1 ... </s> <s> b1 ... </s> ...
-        lengths = np.array([a.size + 2 for a in articles], dtype=np.int64)        # (n_articles,)
-        pieces = []
-        for a in articles:
-            pieces += [[self.sos_id], a, [self.eos_id]]
-        self._wrapped = np.concatenate(pieces).astype(np.int64)                    # (n,)
-        self._lengths = lengths
-        self._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])             # (n_articles,)
-
-        n = self._wrapped.size
+        self.articles = WrappedArticles(articles, self.sos_id, self.eos_id)
+        n = self.articles.n
         self.n_windows = (n - 1) // self.seq_len
         if self.n_windows < 1:
             raise ValueError(f"too little data: {n} ids (with <sos>/<eos>) make no window of "
@@ -95,7 +120,7 @@ class LanguageModelLoader:
 
     def set_epoch(self, epoch):
         """Choose the epoch whose (seeded) order the next iteration uses."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def _rng(self, epoch):
         return np.random.default_rng([self.seed, epoch])
@@ -103,14 +128,7 @@ class LanguageModelLoader:
     def _epoch_plan(self, epoch):
         """(stream (n,), window order (W,)) of one epoch; both int64."""
         rng = self._rng(epoch)
-        n_art = self._lengths.size
-        order = rng.permutation(n_art) if self.shuffle else np.arange(n_art)
-        # Gather the wrapped articles in `order` without a Python loop: position j of the new
-        # stream, inside its article, comes from offsets[article] + (j - start of that article here).
-        lens = self._lengths[order]                                                # (n_articles,)
-        new_starts = np.cumsum(lens) - lens                                        # (n_articles,)
-        index = np.arange(self._wrapped.size) + np.repeat(self._offsets[order] - new_starts, lens)
-        stream = self._wrapped[index]                                              # (n,)
+        stream = self.articles.stream(self.articles.order(rng, self.shuffle))      # (n,)
         windows = rng.permutation(self.n_windows) if self.shuffle else np.arange(self.n_windows)
         return stream, windows
 
@@ -132,7 +150,7 @@ class LanguageModelLoader:
         The last batch has W % B rows when drop_last is False. Advances self.epoch once exhausted.
         """
         n_batches = len(self)
-        start = _check_int("start", start, 0)
+        start = check_int("start", start, 0)
         if start > n_batches:
             raise ValueError(f"start must be <= {n_batches} (batches per epoch), got {start}")
         return self._iterate(start, n_batches)

@@ -46,7 +46,7 @@ class LanguageModelBase(Module):
 
     def __init__(self):
         super().__init__()
-        self._logits = None                             # (B, T, V) buffer, reused
+        self._logits = None                             # flat buffer of the (B, T, V) logits, reused
         self._head = None                               # the fused loss of the last forward_loss
         self._shape = None                              # (B, T) of the last forward_loss
         self.vocab = None                               # (V,) str when loaded from a file that has one
@@ -178,11 +178,14 @@ class LanguageModelBase(Module):
             self.timer(phase)
 
     def _logits_buffer(self, X):
-        """The (B, T, V) logits buffer for X (B, T, D), allocated once per shape."""
+        """The (B, T, V) logits buffer for X (B, T, D): the front of one flat buffer, contiguous,
+        reallocated only when a batch needs more room (so batches of varying T, as train.py --carry
+        makes, reuse it: a new (B, T, V) array each step would cost a page fault per 4 KiB)."""
         B, T, _ = X.shape
-        if self._logits is None or self._logits.shape != (B, T, self.vocab_size):
-            self._logits = backend.get_array_module(X).empty((B, T, self.vocab_size), dtype=X.dtype)
-        return self._logits
+        size = B * T * self.vocab_size
+        if self._logits is None or self._logits.size < size or self._logits.dtype != X.dtype:
+            self._logits = backend.get_array_module(X).empty(size, dtype=X.dtype)
+        return self._logits[:size].reshape(B, T, self.vocab_size)
 
     # -- decoding ----------------------------------------------------------------
     def special_ids(self):

@@ -180,6 +180,9 @@ def test_forward_shapes_and_logits_buffer_is_reused(rng):
     other, _ = model.forward(ids[:1])
     assert other.shape == (1, 4, V)
     assert_allclose(other[0], first[0], rtol=1e-6)         # a row does not depend on the batch
+    shorter, _ = model.forward(ids[:, :2])                 # fewer steps (train.py --carry varies T):
+    assert np.shares_memory(shorter, logits) and shorter.flags.c_contiguous   # the same buffer's front
+    assert_allclose(shorter, first[:, :2], rtol=1e-6)
     model.clear_cache()
 
 

@@ -399,3 +399,141 @@ def test_signal_with_a_failed_save_says_what_is_kept(data_dir, tmp_path, monkeyp
     assert rc == 128 + signal.SIGTERM and "Traceback" not in err
     assert "SIGTERM: stopped at epoch 1, batch 5 but could not save; the previous checkpoint" in err
     assert "(epoch 1, batch 4) is intact: resume with: python train.py --resume" in err
+
+
+# ----------------------------------------------------------------------------- carried state (--carry)
+
+CARRY = [*TINY, "--carry"]   # dataset.streams: (L - 1) // bptt = 22 batches per epoch as well
+
+
+@pytest.fixture(scope="module")
+def carry_reference(data_dir, tmp_path_factory):
+    """A --carry run that was never interrupted (in-process)."""
+    out = tmp_path_factory.mktemp("carry") / "run"
+    assert train.main(["--data", str(data_dir), "--save", str(out), *CARRY]) == 0
+    return out
+
+
+def _copy_state(state):
+    return None if state is None else [(h.copy(), c.copy()) for h, c in state]
+
+
+def test_carry_passes_each_batchs_final_state_to_the_next_at_a_scaled_lr(data_dir, tmp_path, monkeypatch):
+    import app.trainer
+    from models import LanguageModel
+    from mytorch import optim
+    calls = []                  # per forward_loss: (T, state given, its copy, final state, its copy)
+    real_forward = LanguageModel.forward_loss
+
+    def forward_loss(self, ids, targets, state=None):
+        loss, new = real_forward(self, ids, targets, state)
+        calls.append((ids.shape[1], state, _copy_state(state), new, _copy_state(new)))
+        return loss, new
+    steps, used = [], []        # per Run.train_step: the lrs around it; the lr inside the step
+    real_run_step, real_step_state = train.Run.train_step, app.trainer.train_step_state
+
+    def run_step(self, x, y):
+        scheduled = self.opt.lr
+        out = real_run_step(self, x, y)
+        steps.append(dict(T=x.shape[1], scheduled=scheduled, after=self.opt.lr, tick=self.sched.get_lr()))
+        return out
+    ticked = []                 # the lr when the schedule ticks: the scheduled one, restored
+    real_tick = optim.CosineAnnealingLR.step
+    monkeypatch.setattr(optim.CosineAnnealingLR, "step", lambda self: ticked.append(self.optimizer.lr) or
+                        real_tick(self))
+    monkeypatch.setattr(LanguageModel, "forward_loss", forward_loss)
+    monkeypatch.setattr(train.Run, "train_step", run_step)
+    monkeypatch.setattr(app.trainer, "train_step_state",
+                        lambda model, opt, *args: used.append(opt.lr) or real_step_state(model, opt, *args))
+    assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *CARRY]) == 0
+
+    assert len(calls) == len(steps) == len(used) == len(ticked) == 2 * BATCHES
+    for k, (T, given, given_copy, _, _) in enumerate(calls):
+        if k % BATCHES == 0:
+            assert given is None, f"batch {k}: each epoch starts from a zero state"
+            continue
+        prev = calls[k - 1]
+        assert len(given) == 2 and given[0][0].shape == (4, 8)
+        for (h, c), (h0, c0), (h1, c1) in zip(given_copy, prev[4], prev[3]):
+            np.testing.assert_array_equal(h, h0)               # the state batch k-1 ended in
+            np.testing.assert_array_equal(c, c0)
+        assert all(g is not p for pair, prev_pair in zip(given, prev[3]) for g, p in zip(pair, prev_pair))
+        assert any(np.abs(h).max() > 0 for h, _ in given_copy)
+    assert len({s["T"] for s in steps}) > 1                       # the lengths vary
+    base, T_max = 2e-3, 2 * BATCHES                               # the default preset's lr; the schedule
+    for t, (s, lr) in enumerate(zip(steps, used)):
+        cosine = base * (1 + np.cos(np.pi * t / T_max)) / 2
+        assert s["scheduled"] == pytest.approx(cosine, rel=1e-12, abs=1e-15)
+        assert lr == pytest.approx(s["scheduled"] * s["T"] / 5, rel=1e-12, abs=1e-15)   # bptt 5
+        assert ticked[t] == s["scheduled"] and s["after"] == s["tick"]   # restored, then one tick
+
+
+@pytest.mark.parametrize("sig, pause_at", [(signal.SIGKILL, BATCHES + 5), (signal.SIGTERM, 7)])
+def test_carry_resume_equals_uninterrupted(data_dir, carry_reference, tmp_path, sig, pause_at):
+    """The carried state is saved in state.npz (carry/<k>/h, c) and restored: a resumed --carry run ends
+    bit-identical to one never interrupted; the same run resumed from a zero state does not."""
+    exp = tmp_path / "run"
+    rc, out, err = run_child(["--data", str(data_dir), "--save", str(exp), *CARRY], pause_at, sig)
+    assert rc == (-sig if sig == signal.SIGKILL else 128 + sig), err
+    arrays = load_npz(exp / "state.npz")
+    run = json.loads(bytes(arrays["__run__"]).decode())
+    # SIGKILL: the --save-every checkpoint after batch 4 of epoch 2; SIGTERM: saved after batch 7
+    assert (run["pos"]["epoch"], run["pos"]["batch"]) == ((1, 4) if sig == signal.SIGKILL else (0, 7))
+    carry = sorted(k for k in arrays if k.startswith("carry/"))
+    assert carry == ["carry/0/c", "carry/0/h", "carry/1/c", "carry/1/h"] and run["cfg"]["carry"] is True
+    assert arrays["carry/1/h"].shape == (4, 8) and np.abs(arrays["carry/1/h"]).max() > 0
+    if sig == signal.SIGKILL:                                     # the check can fail: zero the state
+        zeroed = tmp_path / "zeroed"
+        zeroed.mkdir()
+        save_npz_atomic(zeroed / "state.npz", {k: v for k, v in arrays.items() if not k.startswith("carry/")})
+        assert train.main(["--resume", str(zeroed), "--data", str(data_dir), "--no-progress"]) == 0
+        a, b = load_npz(zeroed / "state.npz"), load_npz(carry_reference / "state.npz")
+        assert not all(np.array_equal(a[k], b[k]) for k in a if k.startswith("param/"))
+    assert train.main(["--resume", str(exp), "--no-progress"]) == 0
+    assert_same_run(exp, carry_reference)
+    assert not [k for k in load_npz(exp / "state.npz") if k.startswith("carry/")]   # epoch end: zeros
+
+
+def test_carry_with_the_transformer_is_a_usage_error(data_dir, tmp_path, capsys):
+    exp = tmp_path / "run"
+    rc = train.main(["--data", str(data_dir), "--save", str(exp), "--model", "transformer", "--carry"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --carry: the Transformer has no recurrent state to carry")
+    assert not exp.exists()
+
+
+def test_a_run_saved_before_carry_existed_resumes_as_window_training(data_dir, tmp_path, capsys):
+    exp = tmp_path / "run"
+    assert train.main(["--data", str(data_dir), "--save", str(exp), *TINY, "--epochs", "1"]) == 0
+    arrays = load_npz(exp / "state.npz")
+    run = json.loads(bytes(arrays["__run__"]).decode())
+    assert run["cfg"].pop("carry") is False
+    arrays["__run__"] = np.frombuffer(json.dumps(run).encode(), dtype=np.uint8)
+    save_npz_atomic(exp / "state.npz", arrays)
+    capsys.readouterr()
+    assert train.main(["--resume", str(exp), "--epochs", "2", "--carry"]) == 2
+    assert "flags differ from the saved run: --carry True (saved: False)" in capsys.readouterr().err
+    assert train.main(["--resume", str(exp), "--epochs", "2", "--no-carry"]) == 0
+    run = json.loads(bytes(load_npz(exp / "state.npz")["__run__"]).decode())
+    assert run["cfg"]["carry"] is False and run["pos"]["epoch"] == 2
+
+
+def test_train_step_keeps_its_return_and_train_step_state_adds_a_copied_state():
+    from app.step import train_step, train_step_state
+    from models import LanguageModel
+    from mytorch import optim
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 12, (3, 4)), rng.integers(0, 12, (3, 4))
+    model = LanguageModel(12, emsize=6, nhid=5, nlayers=2, seed=0)
+    opt = optim.Adam(model.parameters())
+    loss, norm, state = train_step_state(model, opt, x, y)
+    assert [(h.shape, c.shape) for h, c in state] == [((3, 5), (3, 5))] * 2
+    given = _copy_state(state)
+    out = train_step(model, opt, x, y, 0.5, state)
+    assert len(out) == 2 and all(np.isfinite(out))
+    for (h, c), (h0, c0) in zip(state, given):                   # the step left the given state alone
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(c, c0)
+    _, _, again = train_step_state(model, opt, x, y, None, state)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(again, state))
