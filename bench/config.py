@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:       # app/ sits in the repository root beside bench/
     sys.path.insert(0, str(ROOT))
@@ -93,14 +95,41 @@ def matmul_flops_per_token(cfg):
     (recurrent side). Each is used once forward (Z = X W^T) and twice backward (dX = dZ W,
     dW = dZ^T X). The embedding is a row gather, not a product. A Transformer's count is
     TransformerLM.matmul_flops_per_token's (its attention products included).
+    With --adaptive the projection's D_last x V is the adaptive softmax's expected count instead
+    (output_macs_per_token: the head, and each cluster's two products for the targets in it).
     """
+    V, D = cfg["vocab"], layer_sizes(cfg)[-1]
+    adaptive = output_macs_per_token(cfg) - D * V       # 0 for the full softmax
     if is_transformer(cfg):
-        return TransformerLM.matmul_flops_per_token(cfg["vocab"], cfg["emsize"], cfg["nlayers"], cfg["bptt"])
+        return TransformerLM.matmul_flops_per_token(V, cfg["emsize"], cfg["nlayers"], cfg["bptt"]) + 6 * adaptive
     sizes = layer_sizes(cfg)
-    touched = sizes[-1] * cfg["vocab"]
+    touched = output_macs_per_token(cfg)
     for k in range(cfg["nlayers"]):
         touched += 4 * sizes[k + 1] * (sizes[k] + sizes[k + 1])
     return 6 * touched
+
+
+def zipf_probabilities(V):
+    """(V,) P(id) proportional to 1 / (id + 1): word frequencies by rank, roughly (Zipf's law); the
+    benchmark's random targets follow it, so an adaptive softmax meets its clusters as often as in text."""
+    p = 1.0 / np.arange(1, V + 1)
+    return p / p.sum()
+
+
+def output_macs_per_token(cfg):
+    """Multiply-adds a token costs in the output layer (forward): D V for the full softmax; for the
+    adaptive softmax D (k_0 + C) for the head plus, for each cluster c, P(c) (D H_c + H_c S_c),
+    P(c) the Zipf probability of a target in it."""
+    V, D = cfg["vocab"], layer_sizes(cfg)[-1]
+    cutoffs = cfg.get("adaptive")
+    if not cutoffs:
+        return D * V
+    p, bounds = zipf_probabilities(V), list(cutoffs) + [V]
+    macs = D * (cutoffs[0] + len(cutoffs))
+    for c in range(len(cutoffs)):
+        H = int(D // cfg.get("div_value", 4.0) ** (c + 1))
+        macs += p[bounds[c]:bounds[c + 1]].sum() * (D * H + H * (bounds[c + 1] - bounds[c]))
+    return macs
 
 
 # arrays an optimizer's update must read and write, per parameter, at the least (one pass):

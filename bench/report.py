@@ -57,6 +57,9 @@ def format_report(cfg, r):
             piece = name[3:]
             lines.append(f"  without {piece:8s} {tps:10,.0f} tokens/s  (MYTORCH_FAST_{piece.upper()}=0: "
                          f"the piece is worth {r['tokens_per_s'] / tps:.2f}x)")
+        elif name == "full softmax":
+            lines.append(f"  full softmax     {tps:10,.0f} tokens/s  (the same model, --adaptive none: the "
+                         f"adaptive softmax is worth {r['tokens_per_s'] / tps:.2f}x)")
     N, D, V = cfg["tokens_per_step"], sizes[-1], cfg["vocab"]
     lines.append(f"float32 GEMM     {r['gemm_gflops']:10.1f} GFLOP/s   (best of {cfg['gemm_reps']}, median "
                  f"{r['gemm_gflops_median']:.1f}; ({N}, {D}) x ({D}, {V}))")

@@ -16,7 +16,7 @@ from app.step import train_step
 from mytorch import backend, fast
 from mytorch.fast.parallel import openblas_thread_timeout, parallel_rows
 
-from .config import layer_sizes
+from .config import layer_sizes, zipf_probabilities
 
 
 def device_sync():
@@ -105,11 +105,12 @@ def blas_libraries():
 
 
 def random_batches(cfg, count):
-    """count (x, y) pairs of (B, T) int64 ids in [0, V) on the host, as the loader yields them."""
+    """count (x, y) pairs of (B, T) int64 ids in [0, V) on the host, as the loader yields them; the
+    ids follow Zipf's law (bench.config.zipf_probabilities), id 0 the most frequent, as text does."""
     rng = np.random.default_rng(cfg["seed"])
     shape = (cfg["batch_size"], cfg["bptt"])
-    V = cfg["vocab"]
-    return [(rng.integers(0, V, shape), rng.integers(0, V, shape)) for _ in range(count)]
+    p = zipf_probabilities(cfg["vocab"])
+    return [(rng.choice(p.size, shape, p=p), rng.choice(p.size, shape, p=p)) for _ in range(count)]
 
 
 def build_mytorch(cfg):
@@ -134,11 +135,22 @@ def time_step(model, opt, cfg, batch, sync, lap=None):
     return (time.perf_counter() - t0) * 1e3, loss
 
 
-def variants():
-    """{name: environment}: the default, every fast-tier piece off, and each piece off alone."""
+FULL_SOFTMAX = "full softmax"   # the variant an --adaptive bench adds: the same model, the full softmax
+
+
+def variants(cfg):
+    """{name: environment}: the default, every fast-tier piece off, and each piece off alone; with
+    --adaptive also the full-softmax model (FULL_SOFTMAX, default switches)."""
     out = {"default": {}, "plain": {"MYTORCH_FAST": "0"}}
     out.update({f"no {name}": {f"MYTORCH_FAST_{name.upper()}": "0"} for name in fast.SWITCHES})
+    if cfg.get("adaptive"):
+        out[FULL_SOFTMAX] = {}
     return out
+
+
+def variant_config(cfg, name):
+    """The configuration a variant's model is built from: cfg, or without the adaptive softmax."""
+    return dict(cfg, adaptive=None) if name == FULL_SOFTMAX else cfg
 
 
 @contextmanager
@@ -168,13 +180,13 @@ def time_mytorch(cfg, batches):
             for key, ms in lap.ms.items():
                 per_phase.setdefault(key, []).append(ms)
     rss = peak_rss_mb()                                         # the training step's own footprint
-    for name, settings in variants().items():
+    for name, settings in variants(cfg).items():
         if name not in models:
             with environment(settings):
-                models[name] = build_mytorch(cfg)
+                models[name] = build_mytorch(variant_config(cfg, name))
     step_ms = {name: [] for name in models}
     for i in range(cfg["warmup"] + cfg["steps"]):
-        for name, settings in variants().items():
+        for name, settings in variants(cfg).items():
             with environment(settings):
                 ms, _ = time_step(*models[name], cfg, batches[i % n], sync)
             if i >= cfg["warmup"]:

@@ -17,6 +17,29 @@ import time
 from .config import is_transformer, layer_sizes
 
 
+def OutputLayer(torch, D, cfg):
+    """The output layer and its loss, as mytorch's: nn.Linear(D, V) + F.cross_entropy, or with
+    --adaptive nn.AdaptiveLogSoftmaxWithLoss(D, V, cutoffs, div_value) (its own loss, no bias in the
+    head, as mytorch's default). .loss(X (B, T, D), targets (B, T)) -> the mean cross-entropy."""
+    nn, F = torch.nn, torch.nn.functional
+    V = cfg["vocab"]
+
+    class Output(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if cfg.get("adaptive"):
+                self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(D, V, list(cfg["adaptive"]),
+                                                              div_value=cfg.get("div_value", 4.0))
+            else:
+                self.decoder = nn.Linear(D, V)
+
+        def loss(self, X, targets):
+            if cfg.get("adaptive"):
+                return self.adaptive(X.reshape(-1, D), targets.reshape(-1)).loss
+            return F.cross_entropy(self.decoder(X).reshape(-1, V), targets.reshape(-1))
+    return Output()
+
+
 def build_torch(torch, cfg, variant, device):
     """The same language model in PyTorch (float32), and its optimizer."""
     nn = torch.nn
@@ -37,11 +60,14 @@ def build_torch(torch, cfg, variant, device):
                 self.rnns = nn.ModuleList(nn.LSTMCell(sizes[k], sizes[k + 1]) for k in range(L))
             else:
                 self.rnns = nn.ModuleList(nn.LSTM(sizes[k], sizes[k + 1], batch_first=True) for k in range(L))
-            self.decoder = nn.Linear(sizes[-1], V)
+            self.head = OutputLayer(torch, sizes[-1], cfg)
             if cfg["tied"]:
-                self.decoder.weight = self.embedding.weight
+                self.head.decoder.weight = self.embedding.weight
 
-        def forward(self, ids):                          # ids (B, T) -> logits (B, T, V)
+        def loss(self, ids, targets):                    # ids, targets (B, T) -> mean cross-entropy
+            return self.head.loss(self(ids), targets)
+
+        def forward(self, ids):                          # ids (B, T) -> top-layer outputs (B, T, H)
             B, T = ids.shape
             X = self.embedding(ids)                      # (B, T, D)
             for k, rnn in enumerate(self.rnns):
@@ -55,8 +81,7 @@ def build_torch(torch, cfg, variant, device):
                     X = torch.stack(hs, dim=1)           # (B, T, H)
                 else:
                     X, _ = rnn(X)                        # (B, T, H)
-            X = locked_dropout(X, drop_p[L], self.training)
-            return self.decoder(X)
+            return locked_dropout(X, drop_p[L], self.training)
 
     torch.manual_seed(cfg["seed"])
     model = TorchLM().to(device=device, dtype=torch.float32)
@@ -120,8 +145,9 @@ def build_torch_transformer(torch, cfg, variant, device):
             self.drop = nn.Dropout(p)
             self.blocks = nn.ModuleList(Block() for _ in range(L))
             self.ln_f = nn.LayerNorm(D)
-            self.decoder = nn.Linear(D, V)
-            self.decoder.weight = self.embedding.weight                 # tied, with its own bias
+            self.head = OutputLayer(torch, D, cfg)
+            if not cfg.get("adaptive"):
+                self.head.decoder.weight = self.embedding.weight        # tied, with its own bias
             self.register_buffer("mask", torch.ones(T, T, dtype=torch.bool).triu(1), persistent=False)
             std, resid = 0.02, 0.02 / math.sqrt(2 * L)
             for w in (self.embedding.weight, self.pos):
@@ -134,14 +160,17 @@ def build_torch_transformer(torch, cfg, variant, device):
                 for w in ((a.out_proj if variant == "mha" else a.o).weight, b.proj.weight):
                     nn.init.normal_(w, 0.0, resid)                      # the two writing into the stream
             for name, w in self.named_parameters():
-                if name.endswith("bias"):                               # every bias 0, LayerNorm beta too
+                if name.endswith("bias") and not name.startswith("head.adaptive"):                               # every bias 0, LayerNorm beta too
                     nn.init.zeros_(w)
 
-        def forward(self, ids):                                         # ids (B, T) -> logits (B, T, V)
+        def loss(self, ids, targets):                                   # ids, targets (B, T) -> mean CE
+            return self.head.loss(self(ids), targets)
+
+        def forward(self, ids):                                         # ids (B, T) -> outputs (B, T, D)
             X = self.drop(self.embedding(ids) + self.pos[:ids.shape[1]])  # (B, T, D)
             for block in self.blocks:
                 X = block(X, self.mask)
-            return self.decoder(self.ln_f(X))
+            return self.ln_f(X)
 
     torch.manual_seed(cfg["seed"])
     model = TorchTransformerLM().to(device=device, dtype=torch.float32)
@@ -153,7 +182,6 @@ def time_torch(cfg, batches, variants):
     """-> (result dict or None, note). Imports torch here and nowhere else."""
     try:
         import torch
-        import torch.nn.functional as F
     except Exception as err:  # ImportError, or a broken install
         return None, f"PyTorch not importable ({type(err).__name__}: {err})"
     device = "cpu"
@@ -163,7 +191,7 @@ def time_torch(cfg, batches, variants):
         device = "cuda"
     torch.set_num_threads(cfg["threads"])
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    clip, V = cfg["clip"], cfg["vocab"]
+    clip = cfg["clip"]
     result = dict(version=torch.__version__, device=device, threads=torch.get_num_threads(),
                   tokens_per_s={}, step_ms={})
     for variant in variants:
@@ -178,8 +206,7 @@ def time_torch(cfg, batches, variants):
             t0 = time.perf_counter()
             opt.zero_grad()
             x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            logits = model(x)                                           # (B, T, V)
-            loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+            loss = model.loss(x, y)                                     # the projection + cross-entropy
             loss.backward()
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, clip)
