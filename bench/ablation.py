@@ -2,6 +2,8 @@
 
     python -m bench.ablation --preset awd --epochs 3 --data ../shared/data/hw4p1 --out runs/ablation
     python -m bench.ablation --out runs/ablation --table          # the table of runs already made
+    python -m bench.ablation --preset awd --epochs 7 --out runs/sweep --variant light="--dropout 0.1" \
+        --variant none="--dropout 0 --dropouth 0"                # any rows: a sweep instead
 
 Each row is `python train.py --preset P --epochs E --save OUT/<row> <row's flags>`: the recipe, then
 each regulariser and the adaptive softmax off in turn, and the carried state flipped (ROWS). Every row trains
@@ -53,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="folder of the rows' run directories and the table")
     p.add_argument("--jobs", type=int, default=1, help="rows trained at once (default: 1)")
     p.add_argument("--rows", help="comma-separated row names to run (default: every row)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="a row of your own instead of the ablation's: train.py flags over the preset "
+                        "(repeatable; NAME= alone: the preset as it is)")
     p.add_argument("--extra", default="", help="more train.py flags for every row, one string "
                                                "(e.g. '--max-batches 50' for a smoke run)")
     p.add_argument("--table", action="store_true", help="only print the table of the runs in --out")
@@ -95,7 +100,7 @@ def run_rows(args, rows):
 
 def table(args, rows):
     """Markdown: one line per row that has metrics."""
-    lines = ["| off | valid ppl (whole split) | fixture NLL | train s | epochs | command |",
+    lines = ["| row | valid ppl (whole split) | fixture NLL | train s | epochs | command |",
              "|---|---|---|---|---|---|"]
     for name, flags, what in rows:
         path = Path(args.out) / name / "metrics.jsonl"
@@ -112,14 +117,22 @@ def table(args, rows):
 def main(argv=None):
     args = parse_args(argv)
     rows = [r for r in ROWS if r[0] != ("no-carry" if not preset_carries(args.preset) else "carry")]
+    if args.variant:
+        rows = []
+        for spec in args.variant:
+            name, sep, flags = spec.partition("=")
+            if not sep or not name or "/" in name:
+                print(f"error: --variant {spec!r}: expected NAME=FLAGS", file=sys.stderr)
+                return 2
+            rows.append((name, flags.split(), f"`{flags}`" if flags else "the preset as it is"))
     if args.rows:
         wanted = args.rows.split(",")
-        unknown = [w for w in wanted if w not in {r[0] for r in ROWS}]
+        unknown = [w for w in wanted if w not in {r[0] for r in rows}]
         if unknown:
-            print(f"error: unknown rows {', '.join(unknown)} (rows: {', '.join(r[0] for r in ROWS)})",
+            print(f"error: unknown rows {', '.join(unknown)} (rows: {', '.join(r[0] for r in rows)})",
                   file=sys.stderr)
             return 2
-        rows = [r for r in ROWS if r[0] in wanted]
+        rows = [r for r in rows if r[0] in wanted]
     if not args.table:
         run_rows(args, rows)
     text = table(args, rows)

@@ -45,3 +45,14 @@ def test_unknown_rows_are_refused(tmp_path, capsys):
 def test_no_abbreviations(flag):
     with pytest.raises(SystemExit):
         ablation.parse_args(["--out", "x", flag, "1"])
+
+
+def test_variants_replace_the_rows(tmp_path, capsys):
+    _metrics(tmp_path / "light", [dict(epoch=1, val_nll=4.4, valid_ppl=110.0, train_seconds=60.0)])
+    assert ablation.main(["--out", str(tmp_path), "--table", "--variant", "light=--dropout 0.1",
+                          "--variant", "as-is="]) == 0
+    lines = (tmp_path / "ablation.md").read_text().splitlines()
+    assert len(lines) == 3 and "| `--dropout 0.1` | 110.0 | 4.400 | 60 | 1 |" in lines[2]
+    assert lines[2].endswith("--save " + str(tmp_path / "light") + " --backend numpy --dropout 0.1` |")
+    assert ablation.main(["--out", str(tmp_path), "--table", "--variant", "nameless"]) == 2
+    assert "expected NAME=FLAGS" in capsys.readouterr().err
