@@ -101,7 +101,8 @@ def matmul_flops_per_token(cfg):
     V, D = cfg["vocab"], layer_sizes(cfg)[-1]
     adaptive = output_macs_per_token(cfg) - D * V       # 0 for the full softmax
     if is_transformer(cfg):
-        return TransformerLM.matmul_flops_per_token(V, cfg["emsize"], cfg["nlayers"], cfg["bptt"]) + 6 * adaptive
+        blocks = TransformerLM.matmul_flops_per_token(V, cfg["emsize"], cfg["nlayers"], cfg["bptt"])
+        return blocks + 6 * adaptive
     sizes = layer_sizes(cfg)
     touched = output_macs_per_token(cfg)
     for k in range(cfg["nlayers"]):

@@ -160,7 +160,7 @@ def build_torch_transformer(torch, cfg, variant, device):
                 for w in ((a.out_proj if variant == "mha" else a.o).weight, b.proj.weight):
                     nn.init.normal_(w, 0.0, resid)                      # the two writing into the stream
             for name, w in self.named_parameters():
-                if name.endswith("bias") and not name.startswith("head.adaptive"):                               # every bias 0, LayerNorm beta too
+                if name.endswith("bias") and not name.startswith("head.adaptive"):  # LayerNorm beta too
                     nn.init.zeros_(w)
 
         def loss(self, ids, targets):                                   # ids, targets (B, T) -> mean CE
