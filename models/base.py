@@ -162,9 +162,8 @@ class LanguageModelBase(Module):
         evaluation: saves nothing. out: an optional (N, V) scratch buffer for the full softmax's logits."""
         xp = backend.get_array_module(X)
         targets = xp.asarray(targets)
-        if self.output is not None:                     # exact: all V log-probabilities of each row
-            logp = self.output.log_prob(X)
-            return -float(logp[xp.arange(X.shape[0]), self.word_rank[targets]].mean(dtype=np.float64))
+        if self.output is not None:                     # exact: the head and each target's cluster
+            return float(self.output.nll(X, self.word_rank[targets]).mean(dtype=np.float64))
         return fast.choose(LinearCrossEntropyLoss)(self.decoder).forward(X, targets, out=out)
 
     def stream_chunk(self, wanted):

@@ -90,6 +90,20 @@ def test_log_prob_backward_matches_finite_differences(rng, config):
         layer.log_prob_backward(G)                      # once per log_prob
 
 
+@pytest.mark.parametrize("config", CONFIGS)
+def test_nll_is_the_log_prob_at_the_targets_and_saves_nothing(rng, config):
+    N, D, V, cutoffs, div, bias = config
+    layer = _layer(rng, D, V, cutoffs, div, bias)
+    X, y = rng.standard_normal((N, D)), _targets(rng, N, V, cutoffs)
+    loss = layer.forward(X, y)
+    expected = layer.backward(dLdloss=1.0)
+    layer.forward(X, y)                                 # a pending backward...
+    nll = layer.nll(X, y)
+    assert_allclose(layer.backward(dLdloss=1.0), expected, rtol=1e-12)   # ...that nll left intact
+    assert_allclose(nll, -layer.log_prob(X)[np.arange(N), y], rtol=1e-12)
+    assert_allclose(nll.mean(), loss, rtol=1e-12)
+
+
 def test_cluster_without_rows_gets_no_gradient(rng):
     """A batch with no target in cluster 1: its weights get exactly zero, the rest is still exact."""
     N, D, V, cutoffs = 8, 8, 24, [4, 10, 16]

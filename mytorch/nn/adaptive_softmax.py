@@ -73,6 +73,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     backward(dLdloss=1.0) -> dL/dX (N, D); adds into every parameter's gradient
     log_prob(X, cache=False): X (N, D) -> (N, V) exact log-probabilities of all classes
     log_prob_backward(dLdlogp): (N, V) -> dL/dX (N, D), after log_prob(X, cache=True)
+    nll(X, y): (N,) exact -log p(y_n | X_n), the head and each row's cluster only, nothing saved
     predict(X): X (N, D) -> (N,) the most probable class
 
     Parameters (named_parameters names), as mytorch Linear layers:
@@ -235,6 +236,23 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             self.head.grads["b"] += dh.sum(axis=0)
         dX += dh @ self.head.params["W"]
         return dX
+
+    def nll(self, X, y):
+        """X (N, D), y (N,) -> (N,) -log p(y_n | X_n), exact, for evaluation: each row runs the head
+        and its target's cluster only (as forward), and nothing is saved for a backward."""
+        self._check(X, y)
+        xp = backend.get_array_module(X)
+        band = xp.searchsorted(xp.asarray(self.cutoffs[:-1]), y, side="right")   # (N,)
+        head = log_softmax(_affine(self.head, X), axis=1)                         # (N, K)
+        head_t = xp.where(band == 0, y, self.shortlist_size + band - 1)
+        logp = head[xp.arange(X.shape[0]), head_t]                                # (N,)
+        for c in range(self.n_clusters):
+            rows = xp.flatnonzero(band == c + 1)
+            if rows.size == 0:
+                continue
+            tail = log_softmax(_affine(self.tail_out[c], _affine(self.tail_proj[c], X[rows])), axis=1)
+            logp[rows] += tail[xp.arange(rows.shape[0]), y[rows] - self.cutoffs[c]]
+        return -logp
 
     def predict(self, X):
         """X (N, D) -> (N,) argmax_v log p(v | x) (computes all V log-probabilities)."""
