@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .config import PRESETS, ROOT      # bench.config puts the repository root on sys.path
 # (row name, flags that switch the piece off, what is off)
 ROWS = [
     ("recipe", [], "nothing: the recipe as it is"),
@@ -41,8 +41,6 @@ ROWS = [
 
 def preset_carries(preset):
     """Whether the preset trains on a carried state: its row flips it the other way."""
-    sys.path.insert(0, str(ROOT))
-    from app.config import PRESETS
     return bool(PRESETS[preset].get("carry"))
 
 

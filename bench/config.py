@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:       # app/ sits in the repository root beside bench/
     sys.path.insert(0, str(ROOT))
 
-from app.config import OPTIMIZERS, add_model_flags, resolve, validate  # noqa: E402, F401
+from app.config import OPTIMIZERS, PRESETS, add_model_flags, resolve, validate  # noqa: E402, F401
 from app.errors import Parser, UsageError  # noqa: E402, F401  (the bench's user errors are the app's)
 from models import LanguageModel, TransformerLM  # noqa: E402
 
