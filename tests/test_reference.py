@@ -1,8 +1,8 @@
-"""The committed model (checkpoints/reference.*) does what its card says.
+"""The committed models (checkpoints/NAME.*) do what their cards say.
 
-The card (reference.json) is written by `python -m app.export`; these tests recompute its
-fixture NLL and its test-fixture predictions from the committed files, so a checkpoint and
-its numbers can never drift apart.
+Each card (NAME.json) is written by `python -m app.export`; these tests recompute its fixture
+NLL and its test-fixture predictions from the committed files, so a checkpoint and its numbers
+can never drift apart. NAME: reference (the default recipe) and best (issue 13's awd recipe).
 """
 import json
 from pathlib import Path
@@ -17,32 +17,37 @@ from fixtures import prediction_nll
 REF = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
-@pytest.fixture(scope="module")
-def reference():
-    path = REF / "reference.npz"
-    assert path.is_file(), "checkpoints/reference.npz is missing (python -m app.export RUN/best.npz)"
-    return models.load(path), json.loads((REF / "reference.json").read_text())
+PUBLISHED = ["reference", "best"]
 
 
-def test_card_nll_is_what_the_file_scores(reference, hw4p1_dir):
-    model, card = reference
+@pytest.fixture(scope="module", params=PUBLISHED)
+def published(request):
+    """(name, model, card) of one committed checkpoint."""
+    name = request.param
+    path = REF / f"{name}.npz"
+    assert path.is_file(), f"checkpoints/{name}.npz is missing (python -m app.export RUN/best.npz --out ...)"
+    return name, models.load(path), json.loads((REF / f"{name}.json").read_text())
+
+
+def test_card_nll_is_what_the_file_scores(published, hw4p1_dir):
+    _, model, card = published
     fx = load_fixtures(hw4p1_dir, model.vocab_size)
     nll = prediction_nll(model.predict(fx["prediction_inp"]), fx["prediction_out"])
     assert nll == pytest.approx(card["val_nll"], abs=1e-4)
     assert abs(card["val_nll"] - card["val_nll_float32"]) < 0.005      # storage moved it by < 0.005
 
 
-def test_committed_predictions_match_the_model(reference, hw4p1_dir):
-    model, _ = reference
+def test_committed_predictions_match_the_model(published, hw4p1_dir):
+    name, model, _ = published
     fx = load_fixtures(hw4p1_dir, model.vocab_size)
-    committed = np.load(REF / "reference-predictions-test.npy")
+    committed = np.load(REF / f"{name}-predictions-test.npy")
     assert committed.shape == (fx["prediction_test_inp"].shape[0], model.vocab_size)
     assert committed.dtype == np.float32
     np.testing.assert_allclose(committed, model.predict(fx["prediction_test_inp"]), atol=1e-4, rtol=0)
 
 
-def test_reference_model_file_carries_its_vocabulary(reference):
-    model, card = reference
+def test_model_file_carries_its_vocabulary(published):
+    _, model, card = published
     assert model.vocab is not None and model.vocab.shape == (model.vocab_size,)
     assert list(model.vocab[-2:]) == ["<sos>", "<eos>"]
     assert model.config == card["config"]
@@ -56,13 +61,13 @@ def _continuations(path, vocab):
     return np.stack([voc.encode(line.rsplit(" | ", 1)[1]) for line in path.read_text().splitlines()])
 
 
-def test_committed_continuations_read_as_text(reference, hw4p1_dir):
+def test_committed_continuations_read_as_text(published, hw4p1_dir):
     """The generated text beside the model (default decoding) meets the generation targets."""
     from fixtures.text_metrics import distinct, repeating_rows, share
-    model, _ = reference
+    name, model, _ = published
     fx = load_fixtures(hw4p1_dir, model.vocab_size)
     unk = int(np.flatnonzero(model.vocab == "<unk>")[0])
-    committed = _continuations(REF / "reference-generated-texts-test.txt", model.vocab)
+    committed = _continuations(REF / f"{name}-generated-texts-test.txt", model.vocab)
     fresh = model.generate(fx["generation_test"], 10)          # the default decoding, as export writes it
     for out in (committed, fresh):
         assert out.shape == (fx["generation_test"].shape[0], 10)
