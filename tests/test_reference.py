@@ -2,7 +2,8 @@
 
 Each card (NAME.json) is written by `python -m app.export`; these tests recompute its fixture
 NLL and its test-fixture predictions from the committed files, so a checkpoint and its numbers
-can never drift apart. NAME: reference (the default recipe) and best (issue 13's awd recipe).
+can never drift apart. NAME: reference (the default recipe), best (issue 13's awd recipe) and transformer (the
+transformer preset, issue 11).
 """
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from fixtures import prediction_nll
 REF = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
-PUBLISHED = ["reference", "best"]
+PUBLISHED = ["reference", "best", "transformer"]
 
 
 @pytest.fixture(scope="module", params=PUBLISHED)
