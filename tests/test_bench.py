@@ -219,13 +219,13 @@ def test_torch_transformer_is_mytorchs_architecture(variant):
     cfg, _ = bench.resolve_config(bench.parse_args(TINY_TRANSFORMER))
     model, opt = build_torch_transformer(torch, cfg, variant, "cpu")
     assert sum(p.numel() for p in model.parameters()) == TINY_TRANSFORMER_PARAMS
-    assert model.decoder.weight is model.embedding.weight and type(opt).__name__ == "AdamW"
+    assert model.head.decoder.weight is model.embedding.weight and type(opt).__name__ == "AdamW"
     model.eval()
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     changed = ids.clone()
     changed[:, -1] = 9
-    with torch.no_grad():
-        a, b = model(ids), model(changed)
+    with torch.no_grad():                                   # forward: (B, T, D); the head: logits
+        a, b = model.head.decoder(model(ids)), model.head.decoder(model(changed))
     assert a.shape == (2, 4, 500)
     assert torch.allclose(a[:, :-1], b[:, :-1]) and not torch.allclose(a[:, -1], b[:, -1])
 
