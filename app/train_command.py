@@ -85,6 +85,9 @@ def build_parser(preset="default"):
     add_model_flags(g, preset)
     g.add_argument("--epochs", type=int, help=f"epochs; the learning rate is cosine-annealed to 0 over them "
                                               f"(default: {PRESETS[preset]['epochs']})")
+    g.add_argument("--lr-warmup", "--lr_warmup", dest="lr_warmup", type=int, metavar="N",
+                   help=f"raise the learning rate linearly over the first N batches, then anneal it "
+                        f"(default: {PRESETS[preset]['lr_warmup']})")
     g.add_argument("--carry", action=argparse.BooleanOptionalAction, default=None,
                    help="train on a carried state: contiguous streams, AWD-LSTM's random sequence lengths "
                         "around --bptt, the LSTM state carried between batches, the lr scaled by length / "

@@ -33,6 +33,7 @@ from models.checkpoint import (CheckpointError, model_arrays, read_model_file, s
 from mytorch import backend, optim
 
 from .config import build_model, build_optimizer
+from .errors import UsageError
 from .evaluate import fixture_nll, perplexity, stream_nll
 from .progress import Progress, plot_curves
 from .step import train_step, train_step_state
@@ -66,7 +67,11 @@ class Run:
         if cfg["max_batches"]:
             self.batches_per_epoch = min(self.batches_per_epoch, cfg["max_batches"])
         self.opt = build_optimizer(cfg, self.model)
-        self.sched = optim.CosineAnnealingLR(self.opt, T_max=cfg["epochs"] * self.batches_per_epoch)
+        total, warmup = cfg["epochs"] * self.batches_per_epoch, cfg.get("lr_warmup", 0)
+        if warmup >= total:
+            raise UsageError(f"--lr-warmup {warmup}: the run has {total} batches in all ({cfg['epochs']} "
+                             f"epochs of {self.batches_per_epoch}); warm up over fewer")
+        self.sched = optim.CosineAnnealingLR(self.opt, T_max=total, warmup=warmup)
         self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
                         train_seconds=0.0)
         self.stop_signal = None

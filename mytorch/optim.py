@@ -170,18 +170,29 @@ class CosineAnnealingLR:
     """lr_t = eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2, t = calls to step().
 
     PyTorch's closed form; past T_max it follows the cosine back up as PyTorch does.
+    warmup = W > 0: a linear warmup first, lr_t = base_lr * (t + 1) / W for t < W (the first step
+    takes base_lr / W, step W - 1 the full base_lr), then the cosine above over the remaining
+    T_max - W steps (t - W in place of t, T_max - W in place of T_max).
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer, T_max, eta_min=0.0, warmup=0):
         if T_max < 1:
             raise ValueError(f"T_max must be >= 1, got {T_max}")
-        self.optimizer, self.T_max, self.eta_min = optimizer, T_max, eta_min
+        if not 0 <= warmup < T_max:
+            raise ValueError(f"warmup must lie in [0, T_max = {T_max}), got {warmup}")
+        self.optimizer, self.T_max, self.eta_min, self.warmup = optimizer, T_max, eta_min, int(warmup)
         self.base_lr = optimizer.lr
         self.last_epoch = 0
+        if self.warmup:
+            self.optimizer.lr = self.get_lr()                   # the first step's: base_lr / W
 
     def get_lr(self, t=None):
         t = self.last_epoch if t is None else t
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        W = self.warmup
+        if t < W:
+            return self.base_lr * (t + 1) / W
+        cos = 1 + math.cos(math.pi * (t - W) / (self.T_max - W))
+        return self.eta_min + (self.base_lr - self.eta_min) * cos / 2
 
     def step(self):
         self.last_epoch += 1
@@ -190,9 +201,10 @@ class CosineAnnealingLR:
 
     def state_dict(self):
         return {"T_max": self.T_max, "eta_min": self.eta_min, "base_lr": self.base_lr,
-                "last_epoch": self.last_epoch}
+                "last_epoch": self.last_epoch, "warmup": self.warmup}
 
     def load_state_dict(self, state):
         self.T_max, self.eta_min = int(state["T_max"]), float(state["eta_min"])
         self.base_lr, self.last_epoch = float(state["base_lr"]), int(state["last_epoch"])
+        self.warmup = int(state.get("warmup", 0))               # schedules saved before warmup existed
         self.optimizer.lr = self.get_lr()

@@ -313,3 +313,46 @@ def test_cosine_T_max_below_one_raises(rng, T_max):
     pairs, _ = _make_pairs(rng)
     with pytest.raises(ValueError):
         CosineAnnealingLR(SGD(pairs, lr=0.1), T_max)
+
+
+def _warmup_cosine(t, base, eta_min, T_max, W):
+    return base * (t + 1) / W if t < W else _cosine(t - W, base, eta_min, T_max - W)
+
+
+@pytest.mark.parametrize("eta_min", [0.0, 0.01])
+def test_warmup_ramps_linearly_then_follows_the_cosine(rng, eta_min):
+    pairs, _ = _make_pairs(rng)
+    base, W = 0.3, int(rng.integers(2, 6))
+    T_max = W + int(rng.integers(2, 8))
+    opt = SGD(pairs, lr=base)
+    sched = CosineAnnealingLR(opt, T_max, eta_min=eta_min, warmup=W)
+    assert_allclose(opt.lr, base / W, rtol=1e-12)                 # the first step's lr
+    lrs = [opt.lr] + [sched.step() for _ in range(T_max)]
+    for t, lr in enumerate(lrs):
+        assert_allclose(lr, _warmup_cosine(t, base, eta_min, T_max, W), rtol=1e-12, atol=1e-15)
+    assert np.all(np.diff(lrs[:W]) > 0) and np.all(np.diff(lrs[W - 1:]) <= 1e-15)   # up, then down
+    assert_allclose(lrs[W - 1], base, rtol=1e-12) and lrs[W] == pytest.approx(base, rel=1e-12)
+    assert_allclose(lrs[T_max], eta_min, atol=1e-15)
+
+
+def test_warmup_survives_a_state_dict_round_trip_and_old_states_have_none(rng):
+    pairs, _ = _make_pairs(rng)
+    opt = SGD(pairs, lr=0.5)
+    sched = CosineAnnealingLR(opt, 9, 0.0, warmup=4)
+    sched.step()
+    opt2 = SGD(pairs, lr=1.0)
+    sched2 = CosineAnnealingLR(opt2, 2)
+    sched2.load_state_dict(sched.state_dict())
+    assert_allclose(opt2.lr, 0.5 * 2 / 4, rtol=1e-12)
+    for _ in range(8):
+        assert_allclose(sched2.step(), sched.step(), rtol=1e-14)
+    old = {k: v for k, v in CosineAnnealingLR(SGD(pairs, lr=0.5), 9).state_dict().items() if k != "warmup"}
+    sched2.load_state_dict(old)                                   # saved before warmup existed
+    assert sched2.warmup == 0 and opt2.lr == 0.5
+
+
+@pytest.mark.parametrize("warmup", [-1, 5, 6])
+def test_warmup_outside_0_to_T_max_raises(rng, warmup):
+    pairs, _ = _make_pairs(rng)
+    with pytest.raises(ValueError, match="warmup must lie in"):
+        CosineAnnealingLR(SGD(pairs, lr=0.1), 5, warmup=warmup)

@@ -537,3 +537,26 @@ def test_train_step_keeps_its_return_and_train_step_state_adds_a_copied_state():
         np.testing.assert_array_equal(c, c0)
     _, _, again = train_step_state(model, opt, x, y, None, state)
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(again, state))
+
+
+def test_lr_warmup_ramps_the_lr_then_anneals_it(data_dir, tmp_path, monkeypatch):
+    """--lr-warmup W: the lr of batch t is base (t + 1) / W for t < W, then the cosine over the rest."""
+    used, real_step = [], train.Run.train_step
+    monkeypatch.setattr(train.Run, "train_step", lambda self, x, y: used.append(self.opt.lr) or
+                        real_step(self, x, y))
+    W, T_max, base = 5, 2 * BATCHES, 2e-3                         # the default preset's lr
+    assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *TINY,
+                       "--lr-warmup", str(W)]) == 0
+    expected = [base * (t + 1) / W if t < W else base * (1 + np.cos(np.pi * (t - W) / (T_max - W))) / 2
+                for t in range(T_max)]
+    np.testing.assert_allclose(used, expected, rtol=1e-12, atol=1e-15)
+    run = json.loads(bytes(load_npz(tmp_path / "r" / "state.npz")["__run__"]).decode())
+    assert run["cfg"]["lr_warmup"] == W and run["sched"]["warmup"] == W
+
+
+def test_lr_warmup_longer_than_the_run_is_refused(data_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert train.main(["--data", str(data_dir), "--save", str(out), *TINY,
+                       "--lr-warmup", str(2 * BATCHES)]) == 2
+    assert f"the run has {2 * BATCHES} batches in all" in capsys.readouterr().err
+    assert not out.exists()
