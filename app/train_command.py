@@ -162,8 +162,9 @@ def resolve_config(args):
     cfg = resolve(preset, args)
     cfg.update(preset=preset, seed=args.seed, data=None, backend=args.backend,
                max_batches=args.max_batches, dry_run=args.dry_run, save_every=args.save_every)
-    if args.dry_run:
+    if args.dry_run:                    # a smoke test: the warmup shortened to fit its few batches
         cfg["epochs"], cfg["max_batches"] = 1, DRY_RUN_BATCHES
+        cfg["lr_warmup"] = min(cfg["lr_warmup"], DRY_RUN_BATCHES - 1)
     validate_run(cfg)
     cfg["data"] = str(args.data if args.data is not None else bundled_data())
     return cfg

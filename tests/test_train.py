@@ -560,3 +560,5 @@ def test_lr_warmup_longer_than_the_run_is_refused(data_dir, tmp_path, capsys):
                        "--lr-warmup", str(2 * BATCHES)]) == 2
     assert f"the run has {2 * BATCHES} batches in all" in capsys.readouterr().err
     assert not out.exists()
+    assert train.main(["--data", str(data_dir), "--dry-run", "--lr-warmup", "1000", "--emsize", "8",
+                       "--nhid", "8", "--batch_size", "4", "--bptt", "5", "--no-progress"]) == 0
