@@ -28,7 +28,7 @@ from .trainer import run_record
 OVERRIDES = ("epochs", "save_every", "backend", "data")
 IGNORED = ("resume", "no_progress", "save", "dry_run", "log_interval", "allow_other_data")
 # keys that runs saved before they existed lack, with the value those runs trained with
-ADDED_LATER = dict(carry=False, lr_warmup=0)
+ADDED_LATER = dict(carry=False, lr_warmup=0, sos_first=0.0)
 
 
 def resume_config(saved, given, exp_dir):

@@ -88,6 +88,10 @@ def build_parser(preset="default"):
     g.add_argument("--lr-warmup", "--lr_warmup", dest="lr_warmup", type=int, metavar="N",
                    help=f"raise the learning rate linearly over the first N batches, then anneal it "
                         f"(default: {PRESETS[preset]['lr_warmup']})")
+    g.add_argument("--sos-first", "--sos_first", dest="sos_first", type=float, metavar="P",
+                   help="the probability that a training window's first input is <sos> in place of its "
+                        "word, as in the course fixtures (<sos>, then words from inside an article) "
+                        f"(default: {PRESETS[preset]['sos_first']})")
     g.add_argument("--carry", action=argparse.BooleanOptionalAction, default=None,
                    help="train on a carried state: contiguous streams, AWD-LSTM's random sequence lengths "
                         "around --bptt, the LSTM state carried between batches, the lr scaled by length / "

@@ -61,7 +61,8 @@ class Run:
                                        seed=cfg["seed"], shuffle=True)
         else:
             self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
-                                              shuffle=True, drop_last=True, seed=cfg["seed"])
+                                              shuffle=True, drop_last=True, seed=cfg["seed"],
+                                              sos_first=cfg.get("sos_first", 0.0))
         self.carried = None      # --carry: the state [(h, c)] * L, each (B, H), the next batch starts from
         self.batches_per_epoch = len(self.loader)
         if cfg["max_batches"]:

@@ -90,9 +90,12 @@ class LanguageModelLoader:
     articles: sequence of 1-D integer arrays (one per article, not yet wrapped in <sos>/<eos>).
     len(loader) is the number of batches per epoch; iterating runs epoch ``loader.epoch`` and,
     once exhausted, advances it by one (set_epoch(e) chooses it explicitly).
+    sos_first: the probability that a window's first input is <sos> in place of its word (the
+    course fixtures' shape: <sos>, then words from inside an article); its targets are unchanged.
     """
 
-    def __init__(self, articles, batch_size, seq_len, sos_id, eos_id, shuffle=True, drop_last=True, seed=0):
+    def __init__(self, articles, batch_size, seq_len, sos_id, eos_id, shuffle=True, drop_last=True, seed=0,
+                 sos_first=0.0):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.seq_len = check_int("seq_len", seq_len, 1)
         self.sos_id = check_int("sos_id", sos_id, 0)
@@ -100,6 +103,9 @@ class LanguageModelLoader:
         self.seed = check_int("seed", seed, 0)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        if not 0.0 <= sos_first <= 1.0:
+            raise ValueError(f"sos_first must lie in [0, 1], got {sos_first!r}")
+        self.sos_first = float(sos_first)
         self.epoch = 0
 
         self.articles = WrappedArticles(articles, self.sos_id, self.eos_id)
@@ -126,11 +132,12 @@ class LanguageModelLoader:
         return np.random.default_rng([self.seed, epoch])
 
     def _epoch_plan(self, epoch):
-        """(stream (n,), window order (W,)) of one epoch; both int64."""
+        """(stream (n,), window order (W,), which windows lead with <sos> (W,) bool or None) of one epoch."""
         rng = self._rng(epoch)
         stream = self.articles.stream(self.articles.order(rng, self.shuffle))      # (n,)
         windows = rng.permutation(self.n_windows) if self.shuffle else np.arange(self.n_windows)
-        return stream, windows
+        lead = rng.random(self.n_windows) < self.sos_first if self.sos_first else None  # no draw at 0
+        return stream, windows, lead
 
     def stream(self, epoch=None):
         """The epoch's stream of ids, shape (n,): the articles in that epoch's order, wrapped."""
@@ -138,11 +145,13 @@ class LanguageModelLoader:
 
     def windows(self, epoch=None):
         """All of an epoch's windows in batch order: inputs (W, T), targets (W, T)."""
-        stream, order = self._epoch_plan(self.epoch if epoch is None else epoch)
+        stream, order, lead = self._epoch_plan(self.epoch if epoch is None else epoch)
         W, T = self.n_windows, self.seq_len
-        inputs = stream[:W * T].reshape(W, T)                                      # (W, T)
-        targets = stream[1:W * T + 1].reshape(W, T)                                # (W, T)
-        return inputs[order], targets[order]
+        inputs = stream[:W * T].reshape(W, T)[order]                               # (W, T), a copy
+        targets = stream[1:W * T + 1].reshape(W, T)[order]                         # (W, T)
+        if lead is not None:
+            inputs[lead, 0] = self.sos_id                                          # --sos-first
+        return inputs, targets
 
     def batches(self, start=0):
         """Yield (inputs, targets), each (B, T) int64, from batch index ``start`` of epoch ``self.epoch``.

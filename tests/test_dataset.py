@@ -134,6 +134,33 @@ def test_batches_from_start_equal_the_tail_of_an_epoch(drop_last):
         ld.batches(start=len(full) + 1)
 
 
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_sos_first_puts_sos_in_place_of_some_windows_first_word(p):
+    """sos_first=p: each window's first input becomes <sos> with probability p (seeded); its other
+    inputs, its targets and the window order stay those of sos_first=0, which draws nothing."""
+    arts = make_articles(n=60, seed=2)
+    plain = loader(arts, batch_size=4, seq_len=6, seed=9)
+    lead = loader(arts, batch_size=4, seq_len=6, seed=9, sos_first=p)
+    for epoch in (0, 3):
+        (x0, y0), (x1, y1) = plain.windows(epoch), lead.windows(epoch)
+        np.testing.assert_array_equal(y1, y0)
+        np.testing.assert_array_equal(x1[:, 1:], x0[:, 1:])
+        led = x1[:, 0] == SOS_ID
+        np.testing.assert_array_equal(x1[~led, 0], x0[~led, 0])
+        share = led.mean()
+        assert share == 1.0 if p == 1.0 else abs(share - p) < 0.1, share
+    np.testing.assert_array_equal(loader(arts, seed=9, sos_first=0.0).windows()[0],
+                                  loader(arts, seed=9).windows()[0])
+    if p < 1:                                         # each epoch draws its own windows to lead
+        assert not np.array_equal(lead.windows(0)[0][:, 0] == SOS_ID, lead.windows(1)[0][:, 0] == SOS_ID)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_sos_first_outside_0_1_is_refused(p):
+    with pytest.raises(ValueError, match="sos_first must lie in"):
+        loader(sos_first=p)
+
+
 def test_drop_last_false_yields_the_remainder():
     arts = make_articles()
     keep = loader(arts, batch_size=5, seq_len=3, drop_last=False)

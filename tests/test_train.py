@@ -562,3 +562,28 @@ def test_lr_warmup_longer_than_the_run_is_refused(data_dir, tmp_path, capsys):
     assert not out.exists()
     assert train.main(["--data", str(data_dir), "--dry-run", "--lr-warmup", "1000", "--emsize", "8",
                        "--nhid", "8", "--batch_size", "4", "--bptt", "5", "--no-progress"]) == 0
+
+
+def test_sos_first_leads_the_runs_windows_with_sos_and_is_saved(data_dir, tmp_path, monkeypatch):
+    """--sos-first 1: every training window's first input is <sos> (V - 2), its other words and its
+    targets untouched; the setting is in the run's configuration."""
+    seen, real_step = [], train.Run.train_step
+    monkeypatch.setattr(train.Run, "train_step", lambda self, x, y: seen.append((x, y)) or
+                        real_step(self, x, y))
+    assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *TINY,
+                       "--sos-first", "1"]) == 0
+    sos = len(np.load(Path(data_dir) / "dataset" / "vocab.npy")) - 2
+    x, y = seen[0]
+    assert len(seen) == 2 * BATCHES
+    assert all((xb[:, 0] == sos).all() for xb, _ in seen)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+    run = json.loads(bytes(load_npz(tmp_path / "r" / "state.npz")["__run__"]).decode())
+    assert run["cfg"]["sos_first"] == 1.0
+
+
+@pytest.mark.parametrize("argv, phrase", [(["--sos-first", "1.5"], "--sos-first must lie in [0, 1]"),
+                                          (["--sos-first", "0.5", "--carry"], "--sos-first needs fresh-state")])
+def test_bad_sos_first_is_refused(data_dir, tmp_path, capsys, argv, phrase):
+    assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *TINY, *argv]) == 2
+    assert phrase in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
