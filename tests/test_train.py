@@ -581,8 +581,10 @@ def test_sos_first_leads_the_runs_windows_with_sos_and_is_saved(data_dir, tmp_pa
     assert run["cfg"]["sos_first"] == 1.0
 
 
-@pytest.mark.parametrize("argv, phrase", [(["--sos-first", "1.5"], "--sos-first must lie in [0, 1]"),
-                                          (["--sos-first", "0.5", "--carry"], "--sos-first needs fresh-state")])
+@pytest.mark.parametrize("argv, phrase", [
+    (["--sos-first", "1.5"], "--sos-first must lie in [0, 1]"),
+    (["--sos-first", "0.5", "--carry"], "--sos-first needs fresh-state"),
+])
 def test_bad_sos_first_is_refused(data_dir, tmp_path, capsys, argv, phrase):
     assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *TINY, *argv]) == 2
     assert phrase in capsys.readouterr().err
