@@ -19,7 +19,7 @@ from pathlib import Path
 
 from models.checkpoint import CheckpointError, load_npz
 
-from .config import DRY_RUN_BATCHES, validate_run
+from .config import validate_run
 from .errors import UsageError
 from .trainer import run_record
 
@@ -43,8 +43,6 @@ def resume_config(saved, given, exp_dir):
     if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
         raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "
                          "drop --save to continue the saved run")
-    if given.get("dry_run"):
-        given = dict(given, epochs=1, max_batches=DRY_RUN_BATCHES)
     differ = []
     for key, value in given.items():
         if key in IGNORED:

@@ -199,6 +199,9 @@ def setup(args, argv, stack):
     if args.dry_run and {"epochs", "max_batches"} & set(given):
         raise UsageError(f"--dry-run trains {DRY_RUN_BATCHES} batches of one epoch: drop --epochs and "
                          "--max-batches, or drop --dry-run")
+    if args.dry_run and args.resume:
+        raise UsageError("--dry-run starts a new run in a temporary directory; it does not go with --resume "
+                         f"(it would train {args.resume}'s saved run further): drop one")
     if args.allow_other_data and not args.resume:
         raise UsageError("--allow-other-data goes with --resume DIR (a new run records the data it is given)")
     if args.log_interval < 0:

@@ -76,6 +76,8 @@ def test_preset_list_describes_each_preset(capsys):
     (["--no-prog"], "unrecognized arguments: --no-prog"),
     (["--dry-run", "--epochs", "2"], "--dry-run trains 3 batches of one epoch"),
     (["--dry-run", "--max-batches", "5"], "drop --epochs and --max-batches, or drop --dry-run"),
+    (["--dry-run", "--resume", "runs/x"], "--dry-run starts a new run in a temporary directory; it does not "
+                                          "go with --resume"),
     (["--log-interval", "-1"], "--log-interval must be >= 0"),
     (["--preset", "fast"], "invalid choice: 'fast'"),
     (["--allow-other-data"], "--allow-other-data goes with --resume DIR"),
