@@ -1,6 +1,8 @@
-"""Scoring a language model: the course's fixture NLL and perplexity over a whole split.
+"""Scoring a language model: the course's fixture NLL, perplexity over a whole split, and the
+fixtures' task on many rows drawn from the split (a fixture NLL with a smaller standard error).
 
-    python -m app.evaluate --checkpoint checkpoints/reference.npz --data ../shared/data/hw4p1
+    python -m app.evaluate --checkpoint checkpoints/reference.npz [MORE.npz ...] --data ../shared/data/hw4p1
+                           [--windows N]
 
 Shapes: B batch (streams), T time, V vocabulary.
 """
@@ -12,13 +14,39 @@ import numpy as np
 
 from mytorch import backend
 
-from .errors import Parser, command, prog
+from .errors import Parser, UsageError, command, prog
 
 
 def fixture_nll(model, inp, out):
     """The course metric: mean over rows of -log softmax(predict(inp))[out].  inp (N, L), out (N,)."""
     from fixtures import prediction_nll
     return prediction_nll(backend.to_numpy(model.predict(inp)), np.asarray(out))
+
+
+WINDOWS = 4096          # app.evaluate's fixture-shaped rows, where the split has that many
+
+
+def window_positions(articles, prompt=20):
+    """How many rows window_nll can draw: the starts with prompt + 1 words left in their article."""
+    return sum(max(len(a) - prompt, 0) for a in articles)
+
+
+def window_nll(model, articles, sos_id, rows=4096, prompt=20, seed=0, batch=256):
+    """The fixtures' task on many more rows: <sos> + `prompt` words from inside an article, score
+    the word after them. Rows at distinct random positions of `articles` (fixtures.make's draw,
+    from np.random.default_rng(seed), so two models read the same rows), predicted `batch` at a time.
+
+    Returns (N,) float64: each row's -log softmax(predict(inp))[next word]. Its mean is a
+    fixture-NLL-like number with a standard error of std / sqrt(N), about 0.08 / sqrt(N / 128)
+    of the 128 fixtures'.
+    """
+    from fixtures import prediction_nlls
+    from fixtures.make import draw_windows
+    words = draw_windows(articles, rows, prompt + 1, np.random.default_rng(seed))   # (N, prompt + 1)
+    inp = np.concatenate([np.full((rows, 1), sos_id, dtype=np.int64), words[:, :-1]], axis=1)
+    target = words[:, -1]                                                          # (N,)
+    return np.concatenate([prediction_nlls(backend.to_numpy(model.predict(inp[i:i + batch])),
+                                           target[i:i + batch]) for i in range(0, rows, batch)])
 
 
 def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
@@ -70,33 +98,65 @@ def perplexity(mean_nll):
 
 def parse_args(argv=None):
     p = Parser(prog=prog("python -m app.evaluate"), description=main.__doc__)
-    p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="MODEL",
+                   help="model file(s) (e.g. checkpoints/reference.npz); with several, each is scored and "
+                        "compared with the first on the same fixture-shaped rows")
     p.add_argument("--data", required=True, help="HW4P1 data directory (dataset/ and fixtures/)")
+    p.add_argument("--windows", type=int, default=None, metavar="N",
+                   help="also score N fixture-shaped rows (<sos> + 20 words) drawn from the validation "
+                        "split, the same rows for every model (default: 4096, or all the split has "
+                        "if fewer; 0: skip)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took."""
+    """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took,
+    and its NLL on fixture-shaped rows of the split with a standard error; several models: also each
+    one's paired difference from the first on those rows."""
     return command(parse_args, run, argv)
+
+
+def _mean_se(x):
+    return f"{x.mean():.4f} +- {x.std(ddof=1) / math.sqrt(len(x)):.4f}"
 
 
 def run(args):
     from dataset.corpus import DataError, load_fixtures, load_hw4p1
     from models import load
-    model = load(args.checkpoint)
+    if args.windows is not None and (args.windows < 0 or args.windows == 1):
+        raise UsageError(f"--windows {args.windows}: give 0 (skip) or at least 2 rows (for a standard error)")
+    models = [load(path) for path in args.checkpoint]
     data = load_hw4p1(args.data)
-    fix = load_fixtures(args.data, len(data.vocab))
-    if len(data.vocab) != model.vocab_size:
-        raise DataError(f"{args.data} has {len(data.vocab)} words but the model predicts {model.vocab_size}")
-    V = model.vocab_size
-    t0 = time.perf_counter()
-    val = fixture_nll(model, fix["prediction_inp"], fix["prediction_out"])
-    t1 = time.perf_counter()
-    mean, words = stream_nll(model, data.valid, V - 2, V - 1)   # <sos>, <eos>: the vocabulary's last two
-    t2 = time.perf_counter()
-    print(f"fixture NLL (prediction.npz, {len(fix['prediction_out'])} rows)  {val:.4f}   ({t1 - t0:.1f} s)")
-    print(f"validation split: NLL {mean:.4f}, perplexity {perplexity(mean):.2f} over {words:,} words   "
-          f"({t2 - t1:.1f} s)")
+    V = len(data.vocab)
+    fix = load_fixtures(args.data, V)
+    for path, model in zip(args.checkpoint, models):
+        if model.vocab_size != V:
+            raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
+    n = args.windows if args.windows is not None else min(WINDOWS, window_positions(data.valid))
+    if n > window_positions(data.valid):
+        raise UsageError(f"--windows {n}: the validation split has {window_positions(data.valid)} "
+                         f"fixture-shaped rows")
+    first = None
+    for path, model in zip(args.checkpoint, models):
+        if len(models) > 1:
+            print(f"== {path}")
+        t0 = time.perf_counter()
+        val = fixture_nll(model, fix["prediction_inp"], fix["prediction_out"])
+        t1 = time.perf_counter()
+        mean, words = stream_nll(model, data.valid, V - 2, V - 1)   # <sos>, <eos>: the vocabulary's last two
+        t2 = time.perf_counter()
+        print(f"fixture NLL (prediction.npz, {len(fix['prediction_out'])} rows)  {val:.4f}   "
+              f"({t1 - t0:.1f} s)")
+        print(f"validation split: NLL {mean:.4f}, perplexity {perplexity(mean):.2f} over {words:,} words   "
+              f"({t2 - t1:.1f} s)")
+        if n:
+            rows = window_nll(model, data.valid, V - 2, rows=n)     # (n,) the same rows for every model
+            print(f"fixture-shaped rows of the validation split ({n}): NLL {_mean_se(rows)}   "
+                  f"({time.perf_counter() - t2:.1f} s)")
+            if first is None:
+                first = rows
+            else:
+                print(f"  minus {args.checkpoint[0]}'s, row by row: {_mean_se(rows - first)}")
     return 0
 
 

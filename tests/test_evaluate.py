@@ -3,7 +3,8 @@
 Shapes: N rows, V vocabulary, B streams, n words per stream.
 Every result is compared with a float64 computation written here from scratch:
 stream_nll against reading each stream row in one full forward (no chunks, no
-carried state), fixture_nll against forward's last-step logits.
+carried state), fixture_nll against forward's last-step logits, window_nll against every
+fixture-shaped row of the articles scored one by one.
 """
 import math
 
@@ -12,7 +13,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from models import LanguageModel
-from app.evaluate import fixture_nll, perplexity, stream_nll
+from app.evaluate import fixture_nll, perplexity, stream_nll, window_nll, window_positions
 
 V = 17
 SOS_ID, EOS_ID = 15, 16
@@ -51,6 +52,45 @@ def test_fixture_nll_is_the_mean_nll_of_the_last_step(rng):
     assert got == pytest.approx(float(np.mean(_nll64(logits, out))), rel=1e-12)
     assert got == pytest.approx(prediction_nll(model.predict(inp), out), rel=1e-12)
     assert fixture_nll(model, inp, (out + 1) % V) != pytest.approx(got, rel=1e-6)   # depends on targets
+
+
+# ------------------------------------------------------------------ window_nll
+
+def _every_window(model, articles, prompt):
+    """-log p(next word | <sos> + prompt words) for every start with prompt + 1 words left in its
+    article, each row read by its own forward, float64: (positions,)."""
+    out = []
+    for a in articles:
+        for i in range(len(a) - prompt):
+            logits = model.forward(np.concatenate(([SOS_ID], a[i:i + prompt]))[None])[0][0, -1]   # (V,)
+            out.append(float(_nll64(logits, a[i + prompt])))
+    model.clear_cache()
+    return np.array(out)
+
+
+@pytest.mark.parametrize("prompt", [1, 3])
+def test_window_nll_scores_rows_drawn_inside_articles(prompt, rng):
+    model = _model(seed=4).eval()
+    articles = _articles(rng, [9, 2, 7, 4, 12])                 # 2 words: no row for prompt 3
+    every = _every_window(model, articles, prompt)
+    assert window_positions(articles, prompt) == len(every)
+    for batch in (1, 4, 1000):                                  # all rows: each position once
+        got = window_nll(model, articles, SOS_ID, rows=len(every), prompt=prompt, batch=batch)
+        assert_allclose(np.sort(got), np.sort(every), rtol=1e-10)
+    some = window_nll(model, articles, SOS_ID, rows=5, prompt=prompt, seed=1)
+    assert some.shape == (5,) and np.isin(np.round(some, 9), np.round(every, 9)).all()
+    assert_allclose(window_nll(model, articles, SOS_ID, rows=5, prompt=prompt, seed=1), some)   # same rows
+    assert not np.allclose(window_nll(model, articles, SOS_ID, rows=5, prompt=prompt, seed=2), some)
+    with pytest.raises(ValueError, match="too little held-out text"):
+        window_nll(model, articles, SOS_ID, rows=len(every) + 1, prompt=prompt)
+
+
+def test_window_nll_reads_without_dropout(rng):
+    model = _model(dropout=0.5, seed=6)
+    articles = _articles(rng, [10, 8])
+    got = window_nll(model, articles, SOS_ID, rows=6, prompt=3)
+    assert_allclose(window_nll(model, articles, SOS_ID, rows=6, prompt=3), got)     # no random masks
+    assert_allclose(window_nll(model.eval(), articles, SOS_ID, rows=6, prompt=3), got)
 
 
 # ------------------------------------------------------------------ stream_nll
@@ -147,10 +187,41 @@ def test_command_line_prints_both_numbers(data_dir, tmp_path, capsys):
     val = fixture_nll(model, fx["prediction_inp"], fx["prediction_out"])
     mean, words = stream_nll(model, data.valid, V - 2, V - 1)
     assert f"{val:.4f}" in out and f"perplexity {perplexity(mean):.2f} over {words:,} words" in out
+    n = min(4096, window_positions(data.valid))
+    rows = window_nll(model, data.valid, V - 2, rows=n)
+    assert f"fixture-shaped rows of the validation split ({n}): NLL {rows.mean():.4f} +- " in out
+
+    assert main(["--checkpoint", str(tmp_path / "m.npz"), "--data", str(data_dir), "--windows", "0"]) == 0
+    assert "fixture-shaped" not in capsys.readouterr().out
+    for bad in ("1", "-3", str(10 ** 9)):                       # no standard error; negative; too many
+        assert main(["--checkpoint", str(tmp_path / "m.npz"), "--data", str(data_dir), "--windows", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: --windows ") for line in err)
+    assert f"the validation split has {window_positions(data.valid)} fixture-shaped rows" in err[2]
+
+
+def test_command_line_compares_models_row_by_row(data_dir, tmp_path, capsys):
+    """Several models: each one's three numbers, and its paired difference from the first's rows."""
+    from dataset.corpus import load_hw4p1
+    from models import load
+    from app.evaluate import main
+    data = load_hw4p1(data_dir)
+    V = len(data.vocab)
+    paths = []
+    for seed in (5, 6):
+        paths.append(str(tmp_path / f"m{seed}.npz"))
+        LanguageModel(V, emsize=6, nhid=7, nlayers=2, seed=seed).save(paths[-1])
+    assert main(["--checkpoint", *paths, "--data", str(data_dir), "--windows", "40"]) == 0
+    out = capsys.readouterr().out
+    a, b = (window_nll(load(p), data.valid, V - 2, rows=40) for p in paths)
+    diff = b - a
+    assert out.count("== ") == 2 and out.count("fixture NLL (prediction.npz") == 2
+    assert f"minus {paths[0]}'s, row by row: {diff.mean():.4f} +- {diff.std(ddof=1) / np.sqrt(40):.4f}" in out
+    assert out.index(f"== {paths[1]}") < out.index("minus")
 
     LanguageModel(V + 1, emsize=6, nhid=7, nlayers=2).save(tmp_path / "other.npz")
     assert main(["--checkpoint", str(tmp_path / "other.npz"), "--data", str(data_dir)]) == 2
     assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--data", str(data_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
-    assert "the model predicts" in err[0]
+    assert "other.npz predicts" in err[0]
