@@ -19,19 +19,20 @@ from .errors import Parser, UsageError, command, prog
 
 def fixture_nll(model, inp, out):
     """The course metric: mean over rows of -log softmax(predict(inp))[out].  inp (N, L), out (N,)."""
-    from fixtures import prediction_nll
-    return prediction_nll(backend.to_numpy(model.predict(inp)), np.asarray(out))
+    return float(np.mean(fixture_nlls(model, inp, out)))
+
+
+def fixture_nlls(model, inp, out):
+    """(N,) float64: each row's -log softmax(predict(inp))[out], in float64.  inp (N, L), out (N,)."""
+    from fixtures import prediction_nlls
+    return prediction_nlls(backend.to_numpy(model.predict(inp)), np.asarray(out))
 
 
 WINDOWS = 4096          # app.evaluate's fixture-shaped rows, where the split has that many
+PROMPT = 20             # words after <sos> in a fixture-shaped row, as in fixtures/prediction.npz
 
 
-def window_positions(articles, prompt=20):
-    """How many rows window_nll can draw: the starts with prompt + 1 words left in their article."""
-    return sum(max(len(a) - prompt, 0) for a in articles)
-
-
-def window_nll(model, articles, sos_id, rows=WINDOWS, prompt=20, seed=0, batch=256):
+def window_nll(model, articles, sos_id, rows=WINDOWS, prompt=PROMPT, seed=0, batch=256):
     """The fixtures' task on many more rows: <sos> + `prompt` words from inside an article, score
     the word after them. Rows at distinct random positions of `articles` (fixtures.make's draw,
     from np.random.default_rng(seed), so two models read the same rows), predicted `batch` at a time.
@@ -41,13 +42,12 @@ def window_nll(model, articles, sos_id, rows=WINDOWS, prompt=20, seed=0, batch=2
     3.5: 0.055 for 4096 rows, 0.3 for the 128 fixtures); two models' row-by-row difference has a
     smaller one (0.012-0.018 for 4096 rows, about 0.08 for the 128 fixtures).
     """
-    from fixtures import prediction_nlls
     from fixtures.make import draw_windows
     words = draw_windows(articles, rows, prompt + 1, np.random.default_rng(seed))   # (N, prompt + 1)
     inp = np.concatenate([np.full((rows, 1), sos_id, dtype=np.int64), words[:, :-1]], axis=1)
     target = words[:, -1]                                                          # (N,)
-    return np.concatenate([prediction_nlls(backend.to_numpy(model.predict(inp[i:i + batch])),
-                                           target[i:i + batch]) for i in range(0, rows, batch)])
+    return np.concatenate([fixture_nlls(model, inp[i:i + batch], target[i:i + batch])
+                           for i in range(0, rows, batch)])
 
 
 def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
@@ -112,8 +112,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Print a model file's fixture NLL and whole-validation-split perplexity, with the time each took,
-    and its NLL on fixture-shaped rows of the split with a standard error; several models: also each
-    one's paired difference from the first on those rows."""
+    and its NLL on fixture-shaped rows of the split, each mean with its standard error; several models:
+    also each one's row-by-row difference from the first on the fixtures and on those rows."""
     return command(parse_args, run, argv)
 
 
@@ -123,6 +123,7 @@ def _mean_se(x):
 
 def run(args):
     from dataset.corpus import DataError, load_fixtures, load_hw4p1
+    from fixtures.make import window_starts
     from models import load
     if args.windows is not None and (args.windows < 0 or args.windows == 1):
         raise UsageError(f"--windows {args.windows}: give 0 (skip) or at least 2 rows (for a standard error)")
@@ -133,31 +134,35 @@ def run(args):
     for path, model in zip(args.checkpoint, models):
         if model.vocab_size != V:
             raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
-    positions = window_positions(data.valid)
+    positions = int(window_starts(data.valid, PROMPT + 1).sum())
     n = args.windows if args.windows is not None else min(WINDOWS, positions)
     if n > positions:
         raise UsageError(f"--windows {n}: the validation split has {positions} fixture-shaped rows")
-    first = None
+    first = {}                      # the first model's rows, per measure: the others are compared with them
+
+    def compare(measure, rows):
+        if measure in first:
+            print(f"  minus {args.checkpoint[0]}'s, row by row: {_mean_se(rows - first[measure])}")
+        first.setdefault(measure, rows)
+
     for path, model in zip(args.checkpoint, models):
         if len(models) > 1:
             print(f"== {path}")
         t0 = time.perf_counter()
-        val = fixture_nll(model, fix["prediction_inp"], fix["prediction_out"])
+        fixture_rows = fixture_nlls(model, fix["prediction_inp"], fix["prediction_out"])   # (128,)
         t1 = time.perf_counter()
+        print(f"fixture NLL (prediction.npz, {len(fixture_rows)} rows)  {_mean_se(fixture_rows)}   "
+              f"({t1 - t0:.1f} s)")
+        compare("fixtures", fixture_rows)
         mean, words = stream_nll(model, data.valid, V - 2, V - 1)   # <sos>, <eos>: the vocabulary's last two
         t2 = time.perf_counter()
-        print(f"fixture NLL (prediction.npz, {len(fix['prediction_out'])} rows)  {val:.4f}   "
-              f"({t1 - t0:.1f} s)")
         print(f"validation split: NLL {mean:.4f}, perplexity {perplexity(mean):.2f} over {words:,} words   "
               f"({t2 - t1:.1f} s)")
         if n:
             rows = window_nll(model, data.valid, V - 2, rows=n)     # (n,) the same rows for every model
             print(f"fixture-shaped rows of the validation split ({n}): NLL {_mean_se(rows)}   "
                   f"({time.perf_counter() - t2:.1f} s)")
-            if first is None:
-                first = rows
-            else:
-                print(f"  minus {args.checkpoint[0]}'s, row by row: {_mean_se(rows - first)}")
+            compare("windows", rows)
     return 0
 
 

@@ -13,7 +13,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from models import LanguageModel
-from app.evaluate import fixture_nll, perplexity, stream_nll, window_nll, window_positions
+from app.evaluate import fixture_nll, perplexity, stream_nll, window_nll
+from fixtures.make import window_starts
 
 V = 17
 SOS_ID, EOS_ID = 15, 16
@@ -73,7 +74,7 @@ def test_window_nll_scores_rows_drawn_inside_articles(prompt, rng):
     model = _model(seed=4).eval()
     articles = _articles(rng, [9, 2, 7, 4, 12])                 # 2 words: no row for prompt 3
     every = _every_window(model, articles, prompt)
-    assert window_positions(articles, prompt) == len(every)
+    assert window_starts(articles, prompt + 1).sum() == len(every)
     for batch in (1, 4, 1000):                                  # all rows: each position once
         got = window_nll(model, articles, SOS_ID, rows=len(every), prompt=prompt, batch=batch)
         assert_allclose(np.sort(got), np.sort(every), rtol=1e-10)
@@ -187,7 +188,7 @@ def test_command_line_prints_both_numbers(data_dir, tmp_path, capsys):
     val = fixture_nll(model, fx["prediction_inp"], fx["prediction_out"])
     mean, words = stream_nll(model, data.valid, V - 2, V - 1)
     assert f"{val:.4f}" in out and f"perplexity {perplexity(mean):.2f} over {words:,} words" in out
-    n = min(4096, window_positions(data.valid))
+    n = min(4096, window_starts(data.valid, 21).sum())
     rows = window_nll(model, data.valid, V - 2, rows=n)
     assert f"fixture-shaped rows of the validation split ({n}): NLL {rows.mean():.4f} +- " in out
 
@@ -197,14 +198,21 @@ def test_command_line_prints_both_numbers(data_dir, tmp_path, capsys):
         assert main(["--checkpoint", str(tmp_path / "m.npz"), "--data", str(data_dir), "--windows", bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: --windows ") for line in err)
-    assert f"the validation split has {window_positions(data.valid)} fixture-shaped rows" in err[2]
+    assert f"the validation split has {window_starts(data.valid, 21).sum()} fixture-shaped rows" in err[2]
+
+    LanguageModel(V + 1, emsize=6, nhid=7, nlayers=2).save(tmp_path / "other.npz")
+    assert main(["--checkpoint", str(tmp_path / "other.npz"), "--data", str(data_dir)]) == 2
+    assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--data", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "other.npz predicts" in err[0]
 
 
 def test_command_line_compares_models_row_by_row(data_dir, tmp_path, capsys):
     """Several models: each one's three numbers, and its paired difference from the first's rows."""
-    from dataset.corpus import load_hw4p1
+    from dataset.corpus import load_fixtures, load_hw4p1
     from models import load
-    from app.evaluate import main
+    from app.evaluate import fixture_nlls, main
     data = load_hw4p1(data_dir)
     V = len(data.vocab)
     paths = []
@@ -217,11 +225,10 @@ def test_command_line_compares_models_row_by_row(data_dir, tmp_path, capsys):
     diff = b - a
     assert out.count("== ") == 2 and out.count("fixture NLL (prediction.npz") == 2
     assert f"minus {paths[0]}'s, row by row: {diff.mean():.4f} +- {diff.std(ddof=1) / np.sqrt(40):.4f}" in out
-    assert out.index(f"== {paths[1]}") < out.index("minus")
-
-    LanguageModel(V + 1, emsize=6, nhid=7, nlayers=2).save(tmp_path / "other.npz")
-    assert main(["--checkpoint", str(tmp_path / "other.npz"), "--data", str(data_dir)]) == 2
-    assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--data", str(data_dir)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
-    assert "other.npz predicts" in err[0]
+    fx = load_fixtures(data_dir, V)
+    fa, fb = (fixture_nlls(load(p), fx["prediction_inp"], fx["prediction_out"]) for p in paths)
+    assert f"fixture NLL (prediction.npz, {len(fa)} rows)  {fa.mean():.4f} +- " in out
+    fdiff = fb - fa
+    assert (f"minus {paths[0]}'s, row by row: {fdiff.mean():.4f} +- "
+            f"{fdiff.std(ddof=1) / np.sqrt(len(fa)):.4f}") in out
+    assert out.count("minus") == 2 and out.index(f"== {paths[1]}") < out.index("minus")
