@@ -26,8 +26,8 @@ class Progress:
     """
 
     def __init__(self, epochs, batches, tokens_per_batch, done=0, bars=True, log_interval=200,
-                 eval_seconds=None, stdout=None, stderr=None):
-        self.epochs, self.batches, self.tpb = epochs, batches, tokens_per_batch
+                 eval_seconds=None, stdout=None, stderr=None, unit="tok"):
+        self.epochs, self.batches, self.tpb, self.unit = epochs, batches, tokens_per_batch, unit
         self.total, self.done = epochs * batches, done
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
         self.tqdm = _tqdm() if bars and _terminal(self.err) else None
@@ -58,7 +58,8 @@ class Progress:
         self.rate = rate = self.trained / max(self.train_time + now - self.t0, 1e-9)
         left = self.time_left(rate)
         if self.epoch_bar is not None:
-            self.epoch_bar.set_postfix_str(f"loss {loss:.3f}, lr {lr:.2e}, {rate * self.tpb:,.0f} tok/s",
+            self.epoch_bar.set_postfix_str(f"loss {loss:.3f}, lr {lr:.2e}, "
+                                           f"{rate * self.tpb:,.0f} {self.unit}/s",
                                            refresh=False)
             self.epoch_bar.update()
             self.run_bar.set_postfix_str(f"{_clock(left)} left", refresh=False)
@@ -66,7 +67,7 @@ class Progress:
         if self.lines and (batch == self.batches or self.log_interval and batch % self.log_interval == 0):
             width = len(str(self.batches))
             self.write(f"| epoch {self.epoch + 1:3d} | {batch:{width}d}/{self.batches} batches "
-                       f"| lr {lr:.2e} | {rate * self.tpb:,.0f} tok/s | loss {loss:.4f} "
+                       f"| lr {lr:.2e} | {rate * self.tpb:,.0f} {self.unit}/s | loss {loss:.4f} "
                        f"| run {100 * self.done / max(self.total, 1):.0f}%, {_clock(left)} left")
 
     def time_left(self, rate):
@@ -136,8 +137,9 @@ def _clock(seconds):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def plot_curves(metrics, path):
-    """curves.png: train loss and validation NLL per epoch (a warning, not a crash, without matplotlib)."""
+def plot_curves(metrics, path, left, ylabel, right=(), rlabel=None):
+    """curves.png: per epoch, the metrics' keys of `left` [(key, label)] on the left axis (ylabel) and
+    of `right` on a second axis (rlabel); a warning, not a crash, without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -148,13 +150,18 @@ def plot_curves(metrics, path):
         return
     epochs = [m["epoch"] for m in metrics]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train loss (mean over epoch)")
-    ax.plot(epochs, [m["val_nll"] for m in metrics], "s-", label="validation NLL (fixtures)")
-    ax.plot(epochs, [m["valid_nll"] for m in metrics], "^-", label="validation NLL (whole split)")
+    lines = []
+    for (key, label), marker in zip(left, "os^vD"):
+        lines += ax.plot(epochs, [m[key] for m in metrics], marker + "-", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per word")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if right:
+        ax2 = ax.twinx()
+        for (key, label), marker in zip(right, "Dv^so"):
+            lines += ax2.plot(epochs, [m[key] for m in metrics], marker + "--", color="C3", label=label)
+        ax2.set_ylabel(rlabel)
+    ax.legend(lines, [line.get_label() for line in lines], loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from models.checkpoint import CheckpointError, load_npz
 
-from .config import validate_run
+from . import tasks
 from .errors import UsageError
 from .trainer import run_record
 
@@ -27,8 +27,8 @@ from .trainer import run_record
 # (--epochs stretches the schedule: see resume); flags that are not part of a run at all
 OVERRIDES = ("epochs", "save_every", "backend", "data")
 IGNORED = ("resume", "no_progress", "save", "dry_run", "log_interval", "allow_other_data")
-# keys that runs saved before they existed lack, with the value those runs trained with
-ADDED_LATER = dict(carry=False, lr_warmup=0, sos_first=0.0)
+# keys that language-model runs saved before they existed lack, with the value those runs trained with
+ADDED_LATER = dict(task="lm", carry=False, lr_warmup=0, sos_first=0.0)
 
 
 def resume_config(saved, given, exp_dir):
@@ -38,7 +38,8 @@ def resume_config(saved, given, exp_dir):
     the run (--nhid, --lr, --seed, ...) and differs from the saved value is a UsageError:
     the run would no longer be the one that was saved.
     """
-    saved = {**ADDED_LATER, **saved}
+    if saved.get("task", "lm") == "lm":
+        saved = {**ADDED_LATER, **saved}
     cfg = dict(saved)
     if "save" in given and Path(given["save"]).resolve() != Path(exp_dir).resolve():
         raise UsageError(f"--save {given['save']} and --resume {exp_dir} name different directories: "
@@ -57,7 +58,7 @@ def resume_config(saved, given, exp_dir):
         raise UsageError(f"--resume {exp_dir}: flags differ from the saved run: {', '.join(differ)}; "
                          "drop them to continue it, or start a new run with another --save")
     try:
-        return validate_run(cfg)
+        return tasks.module(cfg).validate_run(cfg)
     except (KeyError, TypeError) as err:
         path = Path(exp_dir) / "state.npz"
         raise CheckpointError(f"{path}: unusable saved configuration ({err!r})") from None

@@ -1,6 +1,8 @@
-"""Train the word-level LSTM language model on WikiText-2 (the HW4P1 layout).
+"""Train a model: the word-level language model on WikiText-2 (the HW4P1 layout), or with --task vit
+the Vision Transformer on Fashion-MNIST (app.tasks.vision says what differs).
 
     python train.py                                   # the default recipe, into runs/default-<time>
+    python train.py --task vit                        # the ViT's preset, into runs/vit-<time>
     python train.py --preset notebook                 # the course notebook's configuration
     python train.py --preset list                     # the presets, one line each
     python train.py --preset notebook --help          # every flag, with that preset's defaults
@@ -54,12 +56,11 @@ import sys
 from pathlib import Path
 
 import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
-from dataset.corpus import load_fixtures, load_hw4p1
 from models.checkpoint import write_text_atomic
 from mytorch import backend
 
-from .config import (DRY_RUN_BATCHES, PRESET_NOTES, PRESETS, add_model_flags, describe_model,
-                     describe_presets, preset_for, resolve, validate_run)
+from . import tasks
+from .config import DRY_RUN_BATCHES
 from .errors import USER_ERRORS, Parser, UsageError, broken_pipe, one_line, prog as command_name
 from .resume import resume
 from .rundir import RunLock, default_run_dir, remove_run_dir, temporary_run_dir
@@ -71,31 +72,27 @@ def prog():
     return command_name("python train.py")
 
 
-def build_parser(preset="default"):
-    """The trainer's flags, their help showing PRESETS[preset]'s values as the defaults."""
-    presets = "; ".join(f"{name}: {note}" for name, note in PRESET_NOTES.items())
+def build_parser(preset="default", task="lm"):
+    """The trainer's flags for `task`, their help showing its PRESETS[preset]'s values as the defaults."""
+    mod = tasks.module(task)
+    presets = "; ".join(f"{name}: {note}" for name, note in mod.PRESET_NOTES.items())
     p = Parser(prog=prog(), description=__doc__.split("\n\n")[0],
-               epilog=f"Presets ({prog()} --preset list shows their values): {presets}.")
-    p.add_argument("--data", help="HW4P1 directory, with dataset/ and fixtures/ (default: the bundled "
-                                  "WikiText-2, built into a cache on first use)")
-    p.add_argument("--preset", choices=[*PRESETS, "list"],
-                   help="named recipe, flags override it; 'list' describes each (default: --model's "
-                        "preset, else default)")
+               epilog=f"Presets of --task {task} ({prog()} --task {task} --preset list shows their values): "
+                      f"{presets}.")
+    p.add_argument("--task", choices=tasks.TASKS,
+                   help="what to train: lm, the language model on WikiText-2; vit, the Vision Transformer on "
+                        "Fashion-MNIST (default: lm)")
+    p.add_argument("--data", help=mod.DATA_HELP)
+    p.add_argument("--preset", choices=[*mod.PRESETS, "list"],
+                   help="named recipe, flags override it; 'list' describes each (default: "
+                        f"{mod.DEFAULT_PRESET_HELP})")
     g = p.add_argument_group(f"model, optimizer and schedule (defaults: --preset {preset})")
-    add_model_flags(g, preset)
+    mod.add_flags(g, preset)
     g.add_argument("--epochs", type=int, help=f"epochs; the learning rate is cosine-annealed to 0 over them "
-                                              f"(default: {PRESETS[preset]['epochs']})")
+                                              f"(default: {mod.PRESETS[preset]['epochs']})")
     g.add_argument("--lr-warmup", "--lr_warmup", dest="lr_warmup", type=int, metavar="N",
                    help=f"raise the learning rate linearly over the first N batches, then anneal it "
-                        f"(default: {PRESETS[preset]['lr_warmup']})")
-    g.add_argument("--sos-first", "--sos_first", dest="sos_first", type=float, metavar="P",
-                   help="the probability that a training window's first input is <sos> in place of its "
-                        "word, as in the course fixtures (<sos>, then words from inside an article) "
-                        f"(default: {PRESETS[preset]['sos_first']})")
-    g.add_argument("--carry", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on a carried state: contiguous streams, AWD-LSTM's random sequence lengths "
-                        "around --bptt, the LSTM state carried between batches, the lr scaled by length / "
-                        f"bptt; the LSTM only (default: {PRESETS[preset]['carry']})")
+                        f"(default: {mod.PRESETS[preset]['lr_warmup']})")
     p.add_argument("--seed", type=int, default=1111, help="random seed")
     p.add_argument("--save", metavar="DIR", help="experiment directory (default: runs/<preset>-<time> under "
                                                  "the current directory; a --dry-run: a temporary directory "
@@ -120,70 +117,72 @@ class _PresetOnly(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def preset_of(argv):
-    """The preset argv starts from (--preset, else --model's, else "default"): it chooses the
-    defaults --help shows."""
+def choice_of(argv):
+    """(task, preset) that argv starts from: --task (else the --resume directory's, else "lm"), and
+    --preset (else --model's, else the task's default): they choose the flags and the defaults --help
+    shows."""
     p = _PresetOnly(add_help=False, allow_abbrev=False)
-    p.add_argument("--preset")
-    p.add_argument("--model")
+    for flag in ("--preset", "--model", "--task", "--resume"):
+        p.add_argument(flag)
     try:
         args = p.parse_known_args(argv)[0]
-        name = preset_for(args.preset, args.model)
+    except ValueError:
+        return "lm", "default"
+    task = args.task or saved_task(args.resume)
+    if task not in tasks.TASKS:
+        return "lm", "default"
+    mod = tasks.module(task)
+    try:
+        name = mod.preset_for(args.preset, args.model)
     except (ValueError, KeyError):
-        return "default"
-    return name if name in PRESETS else "default"
+        return task, mod.DEFAULT_PRESET
+    return task, (name if name in mod.PRESETS else mod.DEFAULT_PRESET)
+
+
+def saved_task(exp_dir):
+    """The task of the run saved in exp_dir (its config.json), "lm" when there is none to read."""
+    if exp_dir is None:
+        return "lm"
+    try:
+        return json.loads((Path(exp_dir) / "config.json").read_text()).get("task", "lm")
+    except (OSError, ValueError, AttributeError):
+        return "lm"
 
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    return build_parser(preset_of(argv)).parse_args(argv)
+    return build_parser(*reversed(choice_of(argv))).parse_args(argv)
 
 
 def given_flags(argv=None):
     """{dest: value} of the flags actually written on the command line (defaults left out)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = build_parser(preset_of(argv))
+    p = build_parser(*reversed(choice_of(argv)))
     for action in p._actions:
         action.default = argparse.SUPPRESS
     return vars(p.parse_args(argv))
 
 
-def bundled_data():
-    """dataset.bundled.hw4p1_dir(): the HW4P1 layout built from the bundled WikiText-2 (cached)."""
-    try:
-        from dataset.bundled import hw4p1_dir
-    except ModuleNotFoundError as err:
-        if err.name not in ("dataset.bundled", "dataset"):
-            raise
-        raise UsageError("no --data given and this installation has no bundled WikiText-2 (dataset.bundled): "
-                         "give --data DIR, the HW4P1 layout") from None
-    return hw4p1_dir(log=lambda msg: print(msg, flush=True))
-
-
 def resolve_config(args):
-    """The preset overridden by the flags given, with the run's own settings; validated."""
-    preset = preset_for(args.preset, args.model)
-    cfg = resolve(preset, args)
-    cfg.update(preset=preset, seed=args.seed, data=None, backend=args.backend,
+    """The task's preset overridden by the flags given, with the run's own settings; validated."""
+    task = args.task or "lm"
+    mod = tasks.module(task)
+    preset = mod.preset_for(args.preset, getattr(args, "model", None))
+    cfg = mod.resolve(preset, args)
+    cfg.update(task=task, preset=preset, seed=args.seed, data=None, backend=args.backend,
                max_batches=args.max_batches, dry_run=args.dry_run, save_every=args.save_every)
     if args.dry_run:                    # a smoke test: the warmup shortened to fit its few batches
         cfg["epochs"], cfg["max_batches"] = 1, DRY_RUN_BATCHES
         cfg["lr_warmup"] = min(cfg["lr_warmup"], DRY_RUN_BATCHES - 1)
-    validate_run(cfg)
-    cfg["data"] = str(args.data if args.data is not None else bundled_data())
+    mod.validate_run(cfg)
+    cfg["data"] = str(args.data if args.data is not None else mod.default_data())
     return cfg
 
 
 def open_run(cfg, exp_dir):
-    """A fresh Run for cfg, its data loaded; too little data for one batch is a UsageError."""
+    """A fresh Run for cfg, its task's data loaded (UsageError / DataError for data that cannot serve)."""
     backend.set_backend(cfg["backend"])
-    data = load_hw4p1(cfg["data"])
-    fixtures = load_fixtures(cfg["data"], len(data.vocab))
-    try:
-        return Run(cfg, exp_dir, data, fixtures)
-    except ValueError as err:  # too little data for one batch of --batch_size x --bptt
-        reason = " ".join(str(err).split(" (")[0].split())
-        raise UsageError(f"{reason} in {cfg['data']}: use a smaller --batch_size or --bptt") from None
+    return Run(cfg, exp_dir, tasks.module(cfg).open_task(cfg, exp_dir))
 
 
 def _holds_a_run(exp_dir):
@@ -245,7 +244,7 @@ def _main(argv):
     except SystemExit as exit_:  # argparse: --help (0) or a malformed flag (2), already printed
         return exit_.code
     if args.preset == "list":
-        print(describe_presets())
+        print(tasks.module(args.task or "lm").describe_presets())
         return 0
     with contextlib.ExitStack() as stack:
         try:
@@ -280,10 +279,8 @@ def train(run, exp_dir, args, temporary):
         print(f"dry run: its files go to {exp_dir}, removed at exit (give --save DIR to keep them)")
 
     n_params = sum(p.size for p in {id(p): p for _, p, _ in run.model.named_parameters()}.values())
-    print(f"model: {describe_model(cfg)} | {n_params / 1e6:.2f}M parameters | "
-          f"{run.batches_per_epoch} batches of {cfg['batch_size']}x{cfg['bptt']} per epoch"
-          f"{' (lengths about bptt, state carried)' if cfg.get('carry') else ''} | "
-          f"{cfg['epochs']} epochs -> {exp_dir}", flush=True)
+    print(f"model: {run.task.describe(run.batches_per_epoch, n_params)} | {cfg['epochs']} epochs -> "
+          f"{exp_dir}", flush=True)
 
     def on_signal(signum, frame):
         if run.stop_signal is None:  # the first: finish this batch (or drop the evaluation), save, exit
@@ -321,7 +318,6 @@ def train(run, exp_dir, args, temporary):
             print(f"{name}: stopped at {at} but could not save; {run.last_checkpoint()}: {resume_hint}",
                   file=sys.stderr)
         return 128 + stopped
-    best = run.pos["best_nll"]
     where_model = "(a dry run: nothing kept)" if temporary else f"model in {exp_dir / 'best.npz'}"
-    print(f"done: best validation NLL {best:.4f}; {where_model}")
+    print(f"done: best {run.task.metric_name} {run.task.format_metric(run.pos['best'])}; {where_model}")
     return 0

@@ -1,20 +1,14 @@
-"""The training loop: one run's model, optimizer, schedule, data position and experiment directory.
+"""The training loop: one run's task, optimizer, schedule, data position and experiment directory.
 
-train.py turns a command line into a configuration and calls this; tests and notebooks can
-drive a Run directly. Shapes: B batch, T words per sequence (bptt), V vocabulary.
+train.py turns a command line into a configuration and a task (app.tasks: the language model, the
+Vision Transformer) and calls this; tests and notebooks can drive a Run directly. The loop knows
+nothing of words or images: it asks the task for its batches, its training step, its evaluation
+and the metric that picks the best epoch (app.tasks's interface).
 
-A Run is fully described by its arrays (model, optimizer moments, the carried LSTM state) and
-one JSON record (position, metrics, schedule, RNG states); ``state_arrays`` / ``load_state``
-write and read both, so a run restored from state.npz continues bit-identically (on the CPU).
-
-Two ways to batch the training split (cfg["carry"]):
-
-    False  dataset.loader.LanguageModelLoader: shuffled windows of bptt words, each from a zero state
-    True   dataset.streams.StreamLoader: batches walking down B contiguous streams with AWD-LSTM's
-           random lengths T_k; the final LSTM state of batch k is the initial state of batch k+1
-           (a copy, cut from the graph: truncated BPTT), None (zeros) at each epoch start, and the
-           step's learning rate is the scheduled one times T_k / bptt (AWD-LSTM), so a short batch
-           moves the weights less; the schedule itself is unchanged.
+A Run is fully described by its arrays (model, optimizer moments, the task's own state such as a
+carried LSTM state) and one JSON record (position, metrics, schedule, RNG states); ``state_arrays``
+/ ``load_state`` write and read both, so a run restored from state.npz continues bit-identically
+(on the CPU).
 """
 import json
 import math
@@ -24,19 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.corpus import fingerprint, word_counts
-from dataset.loader import LanguageModelLoader
-from dataset.streams import StreamLoader
-from fixtures import format_generation
 from models.checkpoint import (CheckpointError, model_arrays, read_model_file, save_npz_atomic,
                                write_text_atomic)
-from mytorch import backend, optim
+from mytorch import optim
 
-from .config import build_model, build_optimizer
+from .config import build_optimizer
 from .errors import UsageError
-from .evaluate import fixture_nll, perplexity, stream_nll
-from .progress import Progress, plot_curves
-from .step import train_step, train_step_state
+from .progress import Progress
 
 
 class Run:
@@ -47,23 +35,10 @@ class Run:
     continues exactly where it stopped.
     """
 
-    def __init__(self, cfg, exp_dir, data, fixtures):
-        self.cfg, self.dir = cfg, Path(exp_dir)
-        self.data, self.fx = data, fixtures
-        cfg["data_fingerprint"] = fingerprint(data)     # the data's identity: --resume checks it
-        V = len(data.vocab)
-        self.sos, self.eos = V - 2, V - 1
-        self.model = build_model(cfg, V, seed=cfg["seed"])
-        self.model.vocab = data.vocab               # so generated samples leave out <unk> too
-        self.model.set_word_order(word_counts(data.train, V, self.sos, self.eos))  # adaptive softmax only
-        if cfg.get("carry", False):                 # runs saved before --carry existed lack the key
-            self.loader = StreamLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
-                                       seed=cfg["seed"], shuffle=True)
-        else:
-            self.loader = LanguageModelLoader(data.train, cfg["batch_size"], cfg["bptt"], self.sos, self.eos,
-                                              shuffle=True, drop_last=True, seed=cfg["seed"],
-                                              sos_first=cfg.get("sos_first", 0.0))
-        self.carried = None      # --carry: the state [(h, c)] * L, each (B, H), the next batch starts from
+    def __init__(self, cfg, exp_dir, task):
+        self.cfg, self.dir, self.task = cfg, Path(exp_dir), task
+        cfg["data_fingerprint"] = task.fingerprint()     # the data's identity: --resume checks it
+        self.model, self.loader = task.model, task.loader
         self.batches_per_epoch = len(self.loader)
         if cfg["max_batches"]:
             self.batches_per_epoch = min(self.batches_per_epoch, cfg["max_batches"])
@@ -73,7 +48,7 @@ class Run:
             raise UsageError(f"--lr-warmup {warmup}: the run has {total} batches in all ({cfg['epochs']} "
                              f"epochs of {self.batches_per_epoch}); warm up over fewer")
         self.sched = optim.CosineAnnealingLR(self.opt, T_max=total, warmup=warmup)
-        self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best_nll=None, metrics=[],
+        self.pos = dict(epoch=0, batch=0, loss_sum=0.0, loss_count=0, best=None, metrics=[],
                         train_seconds=0.0)
         self.stop_signal = None
         self.evaluating = False  # True during the end-of-epoch evaluation (a signal then interrupts it)
@@ -86,19 +61,17 @@ class Run:
 
             __format__, __config__, __meta__, param/*   the model (models.checkpoint's layout)
             opt/<buffer>/<i>                            optimizer moments (Adam m, v; SGD momentum)
-            carry/<k>/h, carry/<k>/c                    --carry: layer k's state (B, H) the next batch
-                                                        starts from (absent when it is zeros)
-            __run__    JSON: position (epoch, batch, running loss, metrics, best NLL), the flags,
+            the task's own (task.extra_arrays)          e.g. the LM's carried state, carry/<k>/h, c
+            __run__    JSON: position (epoch, batch, running loss, metrics, best metric), the flags,
                        optimizer step count and lr, the schedule, the dropout RNG states
         The data order needs no state: the loader rebuilds any epoch from (seed, epoch).
         """
-        arrays = model_arrays(self.model, meta={"vocab_size": len(self.data.vocab)})
+        arrays = model_arrays(self.model, meta=self.task.meta())
         opt_state = self.opt.state_dict()
         for key, bufs in opt_state["buffers"].items():
             for i, b in enumerate(bufs):
                 arrays[f"opt/{key}/{i}"] = b
-        for k, (h, c) in enumerate(self.carried or []):
-            arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"] = backend.to_numpy(h), backend.to_numpy(c)
+        arrays.update(self.task.extra_arrays())
         rngs = [d.rng.bit_generator.state for d in self.model.drops]
         run = dict(pos=self.pos, cfg=self.cfg, opt_t=opt_state["t"], opt_lr=opt_state["lr"],
                    sched=self.sched.state_dict(), dropout_rngs=rngs)
@@ -127,10 +100,7 @@ class Run:
         """Restore everything state_arrays saved (arrays: read_state's first result)."""
         run = run_record(arrays, path)
         config, meta, params = read_model_file(arrays, path)
-        if meta.get("vocab_size") != len(self.data.vocab):
-            raise CheckpointError(f"{path} was trained with a vocabulary of {meta.get('vocab_size')} words "
-                                  f"but {self.cfg['data']} has {len(self.data.vocab)}: resume with the "
-                                  "--data it was trained on")
+        self.task.check_meta(meta, path)
         try:
             self.model.load_state_arrays(params)
             buffers = {}
@@ -145,73 +115,25 @@ class Run:
                                  f"{len(self.model.drops)} layers")
             for d, st in zip(self.model.drops, run["dropout_rngs"]):
                 d.rng.bit_generator.state = st
-            carried = self._carried_from(arrays)
+            self.task.load_extra(arrays)
             pos = dict(run["pos"])
+            if "best_nll" in pos:               # saved before tasks: the language model's best NLL
+                pos["best"] = pos.pop("best_nll")
             missing = set(self.pos) - set(pos)
             if missing:
                 raise KeyError(", ".join(sorted(missing)))
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: unusable training state ({type(err).__name__}: {err})") from None
-        self.pos, self.carried = pos, carried
+        self.pos = pos
         self.saved_at = (pos["epoch"], pos["batch"])
-
-    def _carried_from(self, arrays):
-        """The carried state saved in arrays (carry/<k>/h, carry/<k>/c), or None; ValueError if it does not
-        fit the run (one (B, H_k) pair per layer, and --carry)."""
-        n = len([k for k in arrays if k.startswith("carry/") and k.endswith("/h")])
-        if n == 0:
-            return None
-        layers = getattr(self.model, "layers", [])
-        if not self.cfg.get("carry", False) or n != len(layers):
-            raise ValueError(f"a carried state of {n} layers for a run of {len(layers)} LSTM layers "
-                             f"with carry={self.cfg.get('carry', False)}")
-        carried = []
-        for k, layer in enumerate(layers):
-            h, c = arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"]
-            want = (self.cfg["batch_size"], layer.hidden_size)
-            if tuple(h.shape) != want or tuple(c.shape) != want:
-                raise ValueError(f"carry/{k}: shapes {tuple(h.shape)}, {tuple(c.shape)}, expected {want}")
-            carried.append((backend.to_device(h), backend.to_device(c)))
-        return carried
 
     # -- one training step ------------------------------------------------------------
     def train_step(self, x, y):
-        """One step (app.step) and one tick of the per-batch cosine schedule.
-
-        With --carry: from the carried state, which becomes this step's final state, at the
-        scheduled lr times T / bptt for x, y of shape (B, T); the scheduled lr is restored after.
-        """
-        if not self.cfg.get("carry", False):
-            loss, norm = train_step(self.model, self.opt, x, y, self.cfg["clip"])
-        else:
-            scheduled = self.opt.lr
-            self.opt.lr = scheduled * x.shape[1] / self.cfg["bptt"]
-            try:
-                loss, norm, self.carried = train_step_state(self.model, self.opt, x, y, self.cfg["clip"],
-                                                            self.carried)
-            finally:
-                self.opt.lr = scheduled
+        """The task's step (forward, backward, clip, optimizer) and one tick of the per-batch schedule."""
+        loss, norm = self.task.train_step(self.opt, x, y, self.cfg["clip"])
         if math.isfinite(loss) and math.isfinite(norm):
             self.sched.step()
         return loss, norm
-
-    # -- evaluation ---------------------------------------------------------------
-    def evaluate(self, epoch):
-        model = self.model.eval()
-        t0 = time.time()
-        val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
-        valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
-        mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
-        pred_test = backend.to_numpy(model.predict(self.fx["prediction_test_inp"])).astype(np.float32)
-        try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test), self.say)
-        gen_test = model.generate(self.fx["generation_test"], 10)
-        try_write(self.dir / f"generated-texts-test-{epoch}.txt", lambda path: path.write_text(
-            format_generation(self.data.vocab, self.fx["generation_test"], gen_test)), self.say)
-        gen = model.generate(self.fx["generation"][:3], 10)
-        model.train()
-        return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
-                    valid_words=n_words, eval_seconds=time.time() - t0,
-                    samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
 
     # -- the loop ---------------------------------------------------------------------
     def train(self, progress=True, log_interval=200):
@@ -225,8 +147,8 @@ class Run:
         cfg, pos = self.cfg, self.pos
         evals = [m["eval_seconds"] for m in pos["metrics"] if "eval_seconds" in m]
         done = pos["epoch"] * self.batches_per_epoch + min(pos["batch"], self.batches_per_epoch)
-        self.view = Progress(cfg["epochs"], self.batches_per_epoch, cfg["batch_size"] * cfg["bptt"], done,
-                             bars=progress, log_interval=log_interval,
+        self.view = Progress(cfg["epochs"], self.batches_per_epoch, self.task.items_per_batch, done,
+                             bars=progress, log_interval=log_interval, unit=self.task.unit,
                              eval_seconds=evals[-1] if evals else None)
         try:
             return self._train()
@@ -283,34 +205,34 @@ class Run:
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
     def end_epoch(self, epoch):
-        pos = self.pos
+        pos, task = self.pos, self.task
         try:
             self.evaluating = True
-            ev = self.evaluate(epoch + 1)
+            t0 = time.time()
+            ev = task.evaluate(epoch + 1, self.say)
+            ev.setdefault("eval_seconds", time.time() - t0)
         finally:
             self.evaluating = False
         if self.view is not None:
             self.view.evaluated(ev["eval_seconds"])
-        samples = ev.pop("samples")
+        samples = ev.pop("samples", None)
         row = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / max(pos["loss_count"], 1),
                    lr=self.opt.lr, batches=pos["loss_count"], train_seconds=round(pos["train_seconds"], 2),
                    **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in ev.items()})
         pos["metrics"].append(row)
-        self.say(f"| end of epoch {epoch + 1:3d} | train loss {row['train_loss']:.4f} | val NLL (fixtures) "
-                 f"{row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f} "
-                 f"| {row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval")
-        self.say(samples.rstrip("\n"))
-        if pos["best_nll"] is None or row["val_nll"] < pos["best_nll"]:
-            pos["best_nll"] = row["val_nll"]
-            try_write(self.dir / "best.npz", lambda path: self.model.save(
-                path, meta=dict(vocab_size=len(self.data.vocab), epoch=epoch + 1, val_nll=row["val_nll"]),
-                vocab=self.data.vocab), self.say)
+        self.say(task.epoch_line(row))
+        if samples:
+            self.say(samples.rstrip("\n"))
+        value = row[task.metric]
+        if pos["best"] is None or (value > pos["best"] if task.higher_is_better else value < pos["best"]):
+            pos["best"] = value
+            try_write(self.dir / "best.npz", lambda path: task.save_best(path, row), self.say)
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
-        self.carried = None                     # --carry: each epoch starts from a zero state
+        task.end_epoch()
         try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
             path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
         self.save_state()
-        try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path), self.say)
+        try_write(self.dir / "curves.png", lambda path: task.curves(pos["metrics"], path), self.say)
 
 
 def where(epoch, batch):

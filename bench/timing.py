@@ -13,7 +13,7 @@ import numpy as np
 
 from app.config import build_model, build_optimizer
 from app.step import train_step
-from mytorch import backend, fast
+from mytorch import backend
 from mytorch.fast.parallel import openblas_thread_timeout, parallel_rows
 
 from .config import layer_sizes, zipf_probabilities
@@ -138,11 +138,15 @@ def time_step(model, opt, cfg, batch, sync, lap=None):
 FULL_SOFTMAX = "full softmax"   # the variant an --adaptive bench adds: the same model, the full softmax
 
 
+# the fast-tier pieces a language model's step uses (the others serve the ViT: bench/vit_step.py)
+LM_PIECES = ("loss", "lstm", "optim", "threads")
+
+
 def variants(cfg):
     """{name: environment}: the default, every fast-tier piece off, and each piece off alone; with
     --adaptive also the full-softmax model (FULL_SOFTMAX, default switches)."""
     out = {"default": {}, "plain": {"MYTORCH_FAST": "0"}}
-    out.update({f"no {name}": {f"MYTORCH_FAST_{name.upper()}": "0"} for name in fast.SWITCHES})
+    out.update({f"no {name}": {f"MYTORCH_FAST_{name.upper()}": "0"} for name in LM_PIECES})
     if cfg.get("adaptive"):
         out[FULL_SOFTMAX] = {}
     return out

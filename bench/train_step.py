@@ -71,8 +71,8 @@ from mytorch.fast.parallel import openblas_thread_timeout
 
 from .config import UsageError, matmul_flops_per_token, optimizer_bytes_per_step, parse_args, resolve_config
 from .report import format_report, summary
-from .timing import (blas_libraries, gemm_rate, memory_bandwidth, peak_rss_mb, processor_name, random_batches,
-                     thread_limits, time_mytorch)
+from .timing import (LM_PIECES, blas_libraries, gemm_rate, memory_bandwidth, peak_rss_mb, processor_name,
+                     random_batches, thread_limits, time_mytorch)
 from .torch_reference import time_torch
 
 
@@ -112,7 +112,7 @@ def run(cfg, torch_variants, no_torch=False):
         tokens_per_s=tokens_per_s,
         plain_tokens_per_s=plain_tps,
         fast_speedup=tokens_per_s / plain_tps,
-        fast=fast.settings(),
+        fast={name: on for name, on in fast.settings().items() if name in LM_PIECES},
         variants_tokens_per_s=tps,
         processor=processor_name() if cfg["backend"] == "numpy" else gpu_name(),
         torch_tokens_per_s=torch_tps,

@@ -4,9 +4,10 @@ import numpy as np
 from .checkpoint import CheckpointError, load_npz, read_model_file
 from .language_model import LanguageModel
 from .transformer import TransformerLM
+from .vit import ViT
 
 # config["model"] -> the class that file holds; files written before the Transformer have no "model"
-MODELS = {"lstm": LanguageModel, "transformer": TransformerLM}
+MODELS = {"lstm": LanguageModel, "transformer": TransformerLM, "vit": ViT}
 
 
 def load_model(path, dtype=np.float32):

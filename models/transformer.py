@@ -5,9 +5,9 @@ S = C + T positions read, D = d_model, h heads, F = 4 D, V vocabulary, L = nlaye
 M = max_len (the context length: positions 0 .. M-1).
 
     ids (B, S) -> Embedding (B, S, D) + positions (S, D) -> Dropout
-               -> Block x L -> LayerNorm -> Linear tied to the Embedding -> logits (B, S, V)
+               -> TransformerBlock x L -> LayerNorm -> Linear tied to the Embedding -> logits (B, S, V)
 
-    Block (pre-LayerNorm, GPT-2):   X = X + Dropout(MHA(LN1(X)))                    causal, h heads
+    block (pre-LayerNorm, GPT-2):   X = X + Dropout(MHA(LN1(X)))                    causal, h heads
                                     X = X + Dropout(W2 GELU(W1 LN2(X) + b1) + b2)    D -> F -> D
 
 Dropout (one p): on the embedded input, on the attention weights, on both residual branches.
@@ -32,73 +32,23 @@ predict reads the last M words (a sliding window). generate keeps a KV cache per
 fit in M; after that each step re-reads the last M words from position 0, so decode_step
 always gives predict's scores on the growing sequence.
 """
-import copy
 import math
 import numbers
 
 import numpy as np
 
 from mytorch import backend
-from mytorch.nn import (GELU, Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear, Module,
-                        MultiHeadAttention, SinusoidalPositionalEncoding)
+from mytorch.nn import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
+                        SinusoidalPositionalEncoding, TransformerBlock)
+from mytorch.nn.transformer_block import peek as _peek
 from mytorch.nn.module import check_ids as check_token_ids
 
 from . import decoding
 from .base import LanguageModelBase, check_ids
 
 
-def _peek(layer, *args):
-    """layer.forward(*args) on a shallow copy: the same parameters, but what forward saves for
-    backward lands on the copy, so an inference pass leaves a pending training backward intact."""
-    return copy.copy(layer).forward(*args)
-
-
 def _normal_(p, std, rng):
     p[...] = backend.to_device(rng.normal(0.0, std, p.shape).astype(p.dtype))
-
-
-class Block(Module):
-    """One pre-LayerNorm Transformer block (GPT-2's), causal.
-
-    forward(X):     X (B, S, D) -> (B, S, D); saves what backward needs; dropout when training
-    backward(dLdY): (B, S, D) -> dLdX (B, S, D); adds into every sub-layer's grads
-    forward_step(x, cache): x (B, T_new, D), the next positions -> (B, T_new, D); inference
-        (no dropout, nothing saved); cache: this block's attention KV cache, a dict
-    """
-
-    def __init__(self, d_model, nhead, dropout, gelu, dtype, rng):
-        super().__init__()
-        self.ln1 = LayerNorm(d_model, dtype=dtype)
-        self.attn = MultiHeadAttention(d_model, nhead, causal=True, dropout=dropout, dtype=dtype, rng=rng)
-        self.drop1 = Dropout(dropout, rng=rng)
-        self.ln2 = LayerNorm(d_model, dtype=dtype)
-        self.fc = Linear(d_model, 4 * d_model, dtype=dtype, rng=rng)       # W1 (F, D), b1 (F,)
-        self.act = GELU(gelu)
-        self.proj = Linear(4 * d_model, d_model, dtype=dtype, rng=rng)     # W2 (D, F), b2 (D,)
-        self.drop2 = Dropout(dropout, rng=rng)
-
-    def forward(self, X):
-        self.dropping = self.training and self.drop1.p > 0
-        A = self.attn.forward(self.ln1.forward(X))                        # (B, S, D)
-        X = X + (self.drop1.forward(A) if self.dropping else A)           # the residual stream
-        Hf = self.act.forward(self.fc.forward(self.ln2.forward(X)))        # (B, S, F)
-        Z = self.proj.forward(Hf)                                          # (B, S, D)
-        return X + (self.drop2.forward(Z) if self.dropping else Z)
-
-    def backward(self, dLdY):
-        """A residual line Y = X + f(X) gives dL/dX = dL/dY + f's backward of dL/dY (f' below):
-
-            Y  = X1 + drop2(W2 GELU(W1 LN2(X1)))     dX1 = dY + LN2'(W1'(GELU'(W2'(drop2'(dY)))))
-            X1 = X + drop1(MHA(LN1(X)))              dX  = dX1 + LN1'(MHA'(drop1'(dX1)))
-        """
-        dZ = self.drop2.backward(dLdY) if self.dropping else dLdY
-        dX1 = dLdY + self.ln2.backward(self.fc.backward(self.act.backward(self.proj.backward(dZ))))
-        dA = self.drop1.backward(dX1) if self.dropping else dX1
-        return dX1 + self.ln1.backward(self.attn.backward(dA))
-
-    def forward_step(self, x, cache):
-        x = x + self.attn.forward_step(_peek(self.ln1, x), cache)          # (B, T_new, D)
-        return x + _peek(self.proj, _peek(self.act, _peek(self.fc, _peek(self.ln2, x))))
 
 
 def _check_config(vocab_size, d_model, nhead, nlayers, max_len, dropout, positional, gelu):
@@ -142,7 +92,8 @@ class TransformerLM(LanguageModelBase):
         else:
             self.pos = SinusoidalPositionalEncoding(max_len, d_model, dtype=dtype)
         self.drop = Dropout(dropout, rng=rng)
-        self.blocks = [Block(d_model, nhead, dropout, gelu, dtype, rng) for _ in range(nlayers)]
+        self.blocks = [TransformerBlock(d_model, nhead, dropout, gelu, causal=True, dtype=dtype, rng=rng)
+                       for _ in range(nlayers)]
         self.ln_f = LayerNorm(d_model, dtype=dtype)
         self.decoder = Linear(d_model, vocab_size, dtype=dtype, rng=rng)
         self.decoder.params["W"] = self.embedding.params["W"]   # tied: one matrix, one gradient buffer

@@ -119,11 +119,11 @@ def test_every_variant_runs_under_its_own_switches(monkeypatch):
     real = timing.build_mytorch
     monkeypatch.setattr(timing, "build_mytorch", lambda cfg: built.append(fast.settings()) or real(cfg))
     out = timing.time_mytorch(cfg, timing.random_batches(cfg, 2))
-    assert set(out["step_ms"]) == {"default", "plain"} | {f"no {n}" for n in fast.SWITCHES}
+    assert set(out["step_ms"]) == {"default", "plain"} | {f"no {n}" for n in timing.LM_PIECES}
     assert all(len(v) == cfg["steps"] for v in out["step_ms"].values())
     assert built[0] == fast.settings() and all(built[0].values())    # the default first, all on
     assert not any(built[1].values())                                 # then the plain tier
-    assert [sum(not v for v in b.values()) for b in built[2:]] == [1] * len(fast.SWITCHES)
+    assert [sum(not v for v in b.values()) for b in built[2:]] == [1] * len(timing.LM_PIECES)
 
 
 def test_flops_and_floor_of_the_reference_model():

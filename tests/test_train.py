@@ -70,15 +70,15 @@ CHILD_IN_EVALUATION = r"""
 import os, sys, time
 sys.path.insert(0, os.getcwd())
 import train
-import app.trainer
-real_stream_nll = app.trainer.stream_nll
+import app.tasks.language
+real_stream_nll = app.tasks.language.stream_nll
 def stream_nll(*args, **kwargs):
     print("PAUSED", flush=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         pass
     return real_stream_nll(*args, **kwargs)
-app.trainer.stream_nll = stream_nll
+app.tasks.language.stream_nll = stream_nll
 sys.exit(train.main(sys.argv[1:]))
 """
 
@@ -419,7 +419,7 @@ def _copy_state(state):
 
 
 def test_carry_passes_each_batchs_final_state_to_the_next_at_a_scaled_lr(data_dir, tmp_path, monkeypatch):
-    import app.trainer
+    import app.tasks.language
     from models import LanguageModel
     from mytorch import optim
     calls = []                  # per forward_loss: (T, state given, its copy, final state, its copy)
@@ -430,7 +430,7 @@ def test_carry_passes_each_batchs_final_state_to_the_next_at_a_scaled_lr(data_di
         calls.append((ids.shape[1], state, _copy_state(state), new, _copy_state(new)))
         return loss, new
     steps, used = [], []        # per Run.train_step: the lrs around it; the lr inside the step
-    real_run_step, real_step_state = train.Run.train_step, app.trainer.train_step_state
+    real_run_step, real_step_state = train.Run.train_step, app.tasks.language.train_step_state
 
     def run_step(self, x, y):
         scheduled = self.opt.lr
@@ -443,7 +443,7 @@ def test_carry_passes_each_batchs_final_state_to_the_next_at_a_scaled_lr(data_di
                         real_tick(self))
     monkeypatch.setattr(LanguageModel, "forward_loss", forward_loss)
     monkeypatch.setattr(train.Run, "train_step", run_step)
-    monkeypatch.setattr(app.trainer, "train_step_state",
+    monkeypatch.setattr(app.tasks.language, "train_step_state",
                         lambda model, opt, *args: used.append(opt.lr) or real_step_state(model, opt, *args))
     assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *CARRY]) == 0
 

@@ -19,6 +19,20 @@ what its plain twin computes (tests/test_fast_*.py compare the two) and is picke
     optim.AdamW                      update in cache-sized row blocks on every
                                      core, so p, g, m, v cross the memory bus once
                                      a step; one CuPy kernel per Adam update
+    block.TransformerBlock           nn.TransformerBlock, built from the twins    MYTORCH_FAST_BLOCK
+                                     below (each as its own switch stands)
+    attention.MultiHeadAttention     nn.MultiHeadAttention's unmasked             MYTORCH_FAST_ATTENTION
+                                     bidirectional self-attention: one Q/K/V
+                                     product, the softmax in place
+    activation.GELU                  nn.GELU (tanh): the derivative made in        MYTORCH_FAST_GELU
+                                     forward, in place; backward one product
+    layernorm.LayerNorm              nn.LayerNorm: row means as BLAS products,    MYTORCH_FAST_LAYERNORM
+                                     passes in place
+    split.BatchSplit                 a model's training step (forward_loss,       MYTORCH_FAST_SPLIT
+    (batch_split(model))             backward_loss): the batch's rows in shares
+                                     on every core, one replica per thread
+                                     sharing the weights; models that opt in
+                                     (splittable = True: a ViT's images)
     parallel.py, kernels.py          the machinery: thread pool, row blocks, BLAS thread scoping,
                                      CuPy kernels
 
@@ -30,15 +44,21 @@ from contextlib import nullcontext
 
 from .. import nn
 from .. import optim as plain_optim  # not `optim`: that name is the fast submodule, as loss and lstm are
-from . import loss, lstm, optim
-from .parallel import blas_threads_for
+from .. import backend
+from . import activation, attention, block, layernorm, loss, lstm, optim
+from .parallel import blas_threads_for, num_threads
+from .split import BatchSplit
 
 # switch name -> [(plain class, its fast twin)]
 PIECES = {"loss": [(nn.LinearCrossEntropyLoss, loss.LinearCrossEntropyLoss)],
+          "block": [(nn.TransformerBlock, block.TransformerBlock)],
+          "attention": [(nn.MultiHeadAttention, attention.MultiHeadAttention)],
+          "gelu": [(nn.GELU, activation.GELU)],
+          "layernorm": [(nn.LayerNorm, layernorm.LayerNorm)],
           "lstm": [(nn.LSTMCell, lstm.LSTMCell), (nn.LSTM, lstm.LSTM)],
           "optim": [(plain_optim.SGD, optim.SGD), (plain_optim.Adam, optim.Adam),
                     (plain_optim.AdamW, optim.AdamW)]}
-SWITCHES = tuple(PIECES) + ("threads",)
+SWITCHES = tuple(PIECES) + ("threads", "split")
 
 
 def enabled(name):
@@ -57,6 +77,15 @@ def choose(cls):
             if cls is plain:
                 return twin if enabled(name) else cls
     return cls
+
+
+def batch_split(model):
+    """What a training step should drive: BatchSplit(model) when the split is on, the model opts in
+    (splittable), there are several threads and the arrays are NumPy's; else the model itself."""
+    if (enabled("split") and getattr(model, "splittable", False) and num_threads() > 1
+            and backend.get_backend() == "numpy"):
+        return BatchSplit(model)
+    return model
 
 
 def recurrence_threads(macs):

@@ -90,6 +90,14 @@ def blas_threads_for(macs):
         yield
 
 
+def pool():
+    """The shared thread pool (num_threads() workers), made on first use."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(num_threads())
+    return _POOL
+
+
 def parallel_rows(fn, *arrays, block_elements=None):
     """fn(*blocks) over row blocks of same-length arrays, one share of the rows per thread.
 
@@ -114,10 +122,7 @@ def parallel_rows(fn, *arrays, block_elements=None):
     if k == 1 or arrays[0].size < _MIN_PARALLEL or n < k:
         run(0, n)
         return
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(k)
     bounds = np.linspace(0, n, k + 1).astype(int)
-    futures = [_POOL.submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    futures = [pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for fut in futures:
         fut.result()

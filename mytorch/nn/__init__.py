@@ -15,3 +15,5 @@ from .activation import GELU, erf  # noqa: F401
 from .multihead_attention import MultiHeadAttention  # noqa: F401
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding  # noqa: F401
 from .adaptive_softmax import AdaptiveLogSoftmaxWithLoss  # noqa: F401
+from .transformer_block import TransformerBlock  # noqa: F401
+from .patches import PatchEmbedding, ClassToken  # noqa: F401

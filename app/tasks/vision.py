@@ -1,0 +1,214 @@
+"""The vision task: a Vision Transformer (models.ViT) classifying Fashion-MNIST's clothes.
+
+    python train.py --task vit                          # the preset, into runs/vit-<time>
+    python train.py --task vit --data DIR               # the four IDX files in DIR
+    python train.py --task vit --dry-run                # a few batches, in seconds
+
+Batches: dataset.images.ImageLoader over the 55,000 training images (dataset.fashion_mnist: every
+12th training image is held out for validation), shuffled each epoch, each image shifted by up to
+--pad pixels and mirrored half the time (--no-flip: never). Each epoch is scored on the 5,000
+validation images: loss and accuracy; the best accuracy picks best.npz. The test images are never
+read here: python -m app.vision evaluate scores a model on them.
+"""
+import math
+import time
+
+import numpy as np
+
+from dataset import fashion_mnist
+from dataset.images import ImageLoader
+from models import ViT
+from models.checkpoint import CheckpointError
+from mytorch import fast
+
+from ..config import OPTIMIZERS
+from ..errors import UsageError
+from ..progress import plot_curves
+from ..step import train_step
+
+DEFAULT_PRESET = "vit"
+DEFAULT_PRESET_HELP = "vit"
+DATA_HELP = ("a folder with Fashion-MNIST's four IDX files, gzipped or not (default: "
+             f"{fashion_mnist.DEFAULT_DIR}, where `apt-get install dataset-fashion-mnist` puts them)")
+PRESETS = {
+    # the issue's 206 k-parameter ViT (patch 4, d 64, 6 pre-LN blocks, MLP 128), AdamW with warmup and
+    # cosine, batch 128, shifts and flips: the same model as the torch.nn anchor (bench.vit_anchor)
+    "vit": dict(patch=4, emsize=64, nhead=4, nlayers=6, d_ff=128, pool="cls", dropout=0.0,
+                optimizer="adamw", lr=2e-3, wdecay=0.05, clip=1.0, batch_size=128, epochs=16, lr_warmup=400,
+                pad=2, flip=True),
+}
+PRESET_NOTES = {"vit": "the 206 k-parameter ViT (patch 4, d 64, 6 blocks) in under 30 minutes on 2 cores"}
+FLAGS = ("patch", "emsize", "nhead", "nlayers", "d_ff", "pool", "dropout", "optimizer", "lr", "wdecay",
+         "clip", "batch_size", "epochs", "lr_warmup", "pad", "flip")
+CURVES = dict(left=[("train_loss", "train loss (mean over epoch)"), ("valid_loss", "validation loss")],
+              ylabel="cross-entropy (nats)", right=[("valid_acc", "validation accuracy")], rlabel="accuracy")
+
+
+def add_flags(g, preset):
+    """The ViT's flags on the argument group g (defaults shown from PRESETS[preset])."""
+    import argparse
+    d = PRESETS[preset]
+    g.add_argument("--patch", type=int, help=f"patch side in pixels, a divisor of 28 (default: {d['patch']})")
+    g.add_argument("--emsize", type=int, help=f"d_model, the width of every block (default: {d['emsize']})")
+    g.add_argument("--nhead", type=int, help=f"attention heads per block (default: {d['nhead']})")
+    g.add_argument("--nlayers", type=int, help=f"Transformer blocks (default: {d['nlayers']})")
+    g.add_argument("--d-ff", "--d_ff", dest="d_ff", type=int, help=f"MLP width (default: {d['d_ff']})")
+    g.add_argument("--pool", choices=("cls", "mean"),
+                   help=f"classify the class token's row, or the mean of all rows (default: {d['pool']})")
+    g.add_argument("--dropout", type=float, help=f"dropout on the inputs, attention weights and residual "
+                                                 f"branches (default: {d['dropout']})")
+    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"optimizer (default: {d['optimizer']})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default: {d['lr']})")
+    g.add_argument("--wdecay", type=float, help=f"weight decay (default: {d['wdecay']})")
+    g.add_argument("--clip", type=float, help=f"global gradient-norm clipping, 0: off (default: {d['clip']})")
+    g.add_argument("--batch_size", "--batch-size", type=int,
+                   help=f"images per batch (default: {d['batch_size']})")
+    g.add_argument("--pad", type=int, help=f"random shifts of up to this many pixels (zero padding), 0: none "
+                                           f"(default: {d['pad']})")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"mirror half the training images (default: {d['flip']})")
+
+
+def preset_for(preset, model=None):
+    return preset if preset is not None else DEFAULT_PRESET
+
+
+def describe_presets():
+    def flag(key, value):
+        if isinstance(value, bool):
+            return f"--{key}" if value else f"--no-{key}"
+        return f"--{key.replace('_', '-') if key in ('d_ff', 'lr_warmup') else key} {value}"
+    return "\n".join(f"{name}  {PRESET_NOTES[name]}\n{'':<{len(name)}}  "
+                     + " ".join(flag(k, v) for k, v in values.items()) for name, values in PRESETS.items())
+
+
+def resolve(preset, args):
+    """PRESETS[preset] with every flag of args that is not None applied (a copy)."""
+    if preset not in PRESETS:
+        raise UsageError(f"--preset {preset}: the presets of --task vit are {', '.join(sorted(PRESETS))}")
+    cfg = dict(PRESETS[preset])
+    for key in FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def validate_run(cfg):
+    """cfg itself, or UsageError naming the first impossible setting."""
+    finite = lambda key: math.isfinite(cfg[key]) and cfg[key] >= 0       # noqa: E731
+    checks = [
+        (cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}"),
+        (cfg["lr_warmup"] >= 0, f"--lr-warmup must be >= 0 batches, got {cfg['lr_warmup']}"),
+        (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
+        (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
+        (math.isfinite(cfg["lr"]) and cfg["lr"] > 0, f"--lr must be a finite number > 0, got {cfg['lr']}"),
+        (cfg["batch_size"] >= 1, f"--batch_size must be >= 1, got {cfg['batch_size']}"),
+        (min(cfg["emsize"], cfg["nhead"], cfg["nlayers"], cfg["d_ff"]) >= 1,
+         "--emsize, --nhead, --nlayers and --d-ff must be >= 1"),
+        (cfg["emsize"] % cfg["nhead"] == 0, f"--emsize ({cfg['emsize']}) must be a multiple of --nhead "
+                                            f"({cfg['nhead']})"),
+        (cfg["patch"] >= 1 and 28 % cfg["patch"] == 0,
+         f"--patch must divide the 28-pixel images (1, 2, 4, 7, 14, 28), got {cfg['patch']}"),
+        (0 <= cfg["dropout"] < 1, f"--dropout must lie in [0, 1), got {cfg['dropout']}"),
+        (finite("clip"), f"--clip must be a finite number >= 0, got {cfg['clip']}"),
+        (finite("wdecay"), f"--wdecay must be a finite number >= 0, got {cfg['wdecay']}"),
+        (cfg["pad"] >= 0, f"--pad must be >= 0 pixels, got {cfg['pad']}"),
+        (cfg["optimizer"] in OPTIMIZERS, f"--optimizer must be one of {', '.join(sorted(OPTIMIZERS))}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    return cfg
+
+
+def default_data():
+    return fashion_mnist.find_dir(None)
+
+
+def build_model(cfg, seed):
+    return ViT(image_size=28, channels=1, patch=cfg["patch"], num_classes=len(fashion_mnist.CLASSES),
+               d_model=cfg["emsize"], nhead=cfg["nhead"], nlayers=cfg["nlayers"], d_ff=cfg["d_ff"],
+               dropout=cfg["dropout"], pool=cfg["pool"], classes=fashion_mnist.CLASSES, seed=seed)
+
+
+def describe_model(cfg):
+    return (f"ViT(patch {cfg['patch']}, d_model {cfg['emsize']}, {cfg['nhead']} heads, "
+            f"{cfg['nlayers']} blocks, MLP {cfg['d_ff']}, pool {cfg['pool']})")
+
+
+def open_task(cfg, exp_dir):
+    splits = fashion_mnist.load(cfg["data"], ("train", "valid"))
+    try:
+        return Task(cfg, exp_dir, splits["train"], splits["valid"])
+    except ValueError as err:
+        raise UsageError(f"{err} in {cfg['data']}") from None
+
+
+class Task:
+    """The ViT, its augmented batches and the validation images (see app.tasks for the interface)."""
+
+    unit, metric, higher_is_better, metric_name = "img", "valid_acc", True, "validation accuracy"
+
+    def __init__(self, cfg, exp_dir, train, valid):
+        self.cfg, self.dir, self.train, self.valid = cfg, exp_dir, train, valid
+        self.model = build_model(cfg, seed=cfg["seed"])
+        self.stepper = fast.batch_split(self.model)      # the model, or its step split over the cores
+        self.loader = ImageLoader(train.images, train.labels, cfg["batch_size"], seed=cfg["seed"],
+                                  pad=cfg["pad"], flip=cfg["flip"])
+        self.items_per_batch = cfg["batch_size"]
+
+    def fingerprint(self):
+        return fashion_mnist.fingerprint(self.train)
+
+    def meta(self):
+        return {"num_classes": self.model.num_classes}
+
+    def check_meta(self, meta, path):
+        if meta.get("num_classes") != self.model.num_classes:
+            raise CheckpointError(f"{path} was trained on {meta.get('num_classes')} classes, not "
+                                  f"{self.model.num_classes}")
+
+    def describe(self, batches, n_params):
+        return (f"{describe_model(self.cfg)} | {n_params / 1e3:.0f}k parameters | {batches} batches of "
+                f"{self.cfg['batch_size']} images per epoch")
+
+    @staticmethod
+    def format_metric(value):
+        return f"{100 * value:.2f}%"
+
+    def extra_arrays(self):
+        return {}
+
+    def load_extra(self, arrays):
+        pass
+
+    def end_epoch(self):
+        pass
+
+    def train_step(self, opt, x, y, clip):
+        return train_step(self.stepper, opt, x, y, clip)
+
+    def evaluate(self, epoch, say):
+        """Loss and accuracy on the validation images (the first 256 in a dry run)."""
+        t0 = time.time()
+        n = 256 if self.cfg["dry_run"] else len(self.valid.labels)
+        images, labels = self.valid.images[:n], self.valid.labels[:n]
+        self.model.eval()
+        probs = self.model.predict(images)
+        self.model.train()
+        loss = float(-np.mean(np.log(np.maximum(probs[np.arange(n), labels], 1e-30))))
+        acc = float(np.mean(probs.argmax(axis=1) == labels))
+        return dict(valid_loss=loss, valid_acc=acc, valid_images=n, eval_seconds=time.time() - t0)
+
+    def epoch_line(self, row):
+        return (f"| end of epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} | valid loss "
+                f"{row['valid_loss']:.4f} | valid accuracy {100 * row['valid_acc']:.2f}% "
+                f"| {row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval")
+
+    def curves(self, metrics, path):
+        plot_curves(metrics, path, **CURVES)
+
+    def save_best(self, path, row):
+        self.model.save(path, meta=dict(num_classes=self.model.num_classes, epoch=row["epoch"],
+                                        valid_acc=row["valid_acc"], valid_loss=row["valid_loss"]))

@@ -1,0 +1,101 @@
+"""The accuracy anchor: the same ViT in torch.nn, trained for the same minutes on the same batches.
+
+    python -m bench.vit_anchor --minutes 27 --data ../shared/data/fashion-mnist
+
+What is the same as `python train.py --task vit` (app.tasks.vision): the model's sizes (bench.torch_vit),
+the training images and their order and augmentation (dataset.images.ImageLoader, the same seed),
+AdamW with the preset's learning rate, weight decay, clipping and linear warmup over --lr-warmup
+batches. The schedule differs only where a time budget must: after the warmup the learning rate
+follows the cosine over the *minutes* (lr = peak (1 + cos(pi t / budget)) / 2 at t seconds of
+training), and training stops when they are spent. Then the validation and test accuracy are printed
+(the test images read once, at the end). torch.set_num_threads(--threads) (default: every core).
+
+The last line is one JSON object (minutes, epochs, images_per_s, valid_acc, test_acc, processor).
+"""
+import json
+import math
+import os
+import sys
+import time
+
+from .config import Parser, UsageError  # noqa: F401  (puts the repository root on sys.path)
+
+from app.tasks.vision import PRESETS  # noqa: E402
+from dataset import fashion_mnist  # noqa: E402
+from dataset.images import ImageLoader  # noqa: E402
+from models.vit import FASHION_MEAN, FASHION_STD  # noqa: E402
+
+from . import torch_vit  # noqa: E402
+from .timing import processor_name  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = Parser(prog="python -m bench.vit_anchor", description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, required=True, help="training budget in minutes")
+    p.add_argument("--data", help="Fashion-MNIST's folder (default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--preset", default="vit", choices=sorted(PRESETS), help="the recipe (app.tasks.vision)")
+    p.add_argument("--seed", type=int, default=1111, help="the batches' seed (train.py's default)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    p.add_argument("--log-every", type=int, default=100, metavar="N", help="a line every N batches")
+    return p.parse_args(argv)
+
+
+def accuracy(model, images, labels, torch):
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(torch_vit.to_input(images[i:i + 1000], FASHION_MEAN, FASHION_STD))
+                            for i in range(0, len(images), 1000)])
+    model.train()
+    return float((logits.argmax(1).numpy() == labels).mean())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("error: the anchor needs PyTorch: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    cfg = dict(PRESETS[args.preset])
+    data = fashion_mnist.load(args.data)
+    loader = ImageLoader(data["train"].images, data["train"].labels, cfg["batch_size"], seed=args.seed,
+                         pad=cfg["pad"], flip=cfg["flip"])
+    model = torch_vit.build(cfg, seed=args.seed)
+    opt = torch_vit.optimizer(model, cfg)
+    budget, warmup = 60 * args.minutes, cfg["lr_warmup"]
+    trained, step, epoch, images, loss_sum = 0.0, 0, 0, 0, 0.0
+    while trained < budget:
+        loader.set_epoch(epoch)
+        for x, y in loader.batches():
+            t0 = time.perf_counter()
+            lr = (cfg["lr"] * (step + 1) / warmup if step < warmup
+                  else cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0))))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss_sum += torch_vit.step(model, opt, torch_vit.to_input(x, FASHION_MEAN, FASHION_STD),
+                                       torch.from_numpy(y), cfg["clip"])
+            trained += time.perf_counter() - t0
+            step, images = step + 1, images + len(y)
+            if step % args.log_every == 0:
+                print(f"| epoch {epoch + 1} | batch {step} | lr {lr:.2e} | {images / trained:,.0f} img/s | "
+                      f"loss {loss_sum / args.log_every:.4f} | {trained / 60:.1f} of {args.minutes:g} min",
+                      flush=True)
+                loss_sum = 0.0
+            if trained >= budget:
+                break
+        epoch += 1
+    valid = accuracy(model, data["valid"].images, data["valid"].labels, torch)
+    test = accuracy(model, data["test"].images, data["test"].labels, torch)
+    epochs = images / len(data["train"].labels)
+    rate = images / trained
+    print(f"torch.nn ViT after {args.minutes:g} minutes ({epochs:.1f} epochs, {rate:,.0f} img/s): "
+          f"validation accuracy {valid:.2%}, test accuracy {test:.2%}")
+    print(json.dumps(dict(minutes=args.minutes, epochs=round(epochs, 2), images_per_s=round(rate, 1),
+                          valid_acc=valid, test_acc=test, torch=torch.__version__, processor=processor_name(),
+                          threads=args.threads, preset=args.preset)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Time the Vision Transformer's training step: mytorch beside the same ViT in torch.nn, in one run.
+
+    python -m bench.vit_step                          # the vit preset, batch 128, 20 steps each
+    python -m bench.vit_step --steps 40 --no-torch    # mytorch alone (the default and the plain tier)
+
+Every variant takes one step in turn (round-robin), on the same uint8 batch of random images, so a
+busy moment of the machine falls on all alike and their ratios hold:
+
+    mytorch          app.step.train_step on the model train.py builds (models.ViT of fast-tier blocks),
+                     through mytorch.fast.batch_split (the batch's rows on every core)
+    mytorch plain    the same with MYTORCH_FAST=0: the plain tier alone, on one core
+    torch.nn         bench.torch_vit: nn.TransformerEncoder (pre-LN, GELU tanh), eager, AdamW,
+                     torch.set_num_threads(--threads); skipped without torch
+
+A step is zero_grad, forward, cross-entropy, backward, clip, AdamW: img/s = batch / median step.
+The last line is one JSON object for other tools.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+from .config import Parser  # (puts the repository root on sys.path)
+
+import numpy as np  # noqa: E402
+
+from app.config import build_optimizer  # noqa: E402
+from app.step import train_step  # noqa: E402
+from app.tasks.vision import PRESETS, build_model  # noqa: E402
+from models.vit import FASHION_MEAN, FASHION_STD  # noqa: E402
+from mytorch import fast  # noqa: E402
+
+from . import torch_vit  # noqa: E402
+from .timing import environment, processor_name  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = Parser(prog="python -m bench.vit_step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="vit", choices=sorted(PRESETS),
+                   help="the ViT recipe (app.tasks.vision)")
+    p.add_argument("--batch_size", "--batch-size", type=int, help="images per step (default: the preset's)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each variant")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each variant first")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    p.add_argument("--no-torch", action="store_true", help="do not time torch.nn")
+    p.add_argument("--no-plain", action="store_true", help="do not time the plain tier")
+    return p.parse_args(argv)
+
+
+def mytorch_step(cfg, settings):
+    """A closure taking one mytorch step on (x, y), built under the fast-tier `settings`."""
+    with environment(settings):
+        model = build_model(cfg, seed=0)
+        opt = build_optimizer(cfg, model)
+        stepper = fast.batch_split(model)
+
+    def step(x, y):
+        with environment(settings):
+            return train_step(stepper, opt, x, y, cfg["clip"])[0]
+    return step
+
+
+def torch_step(cfg, threads):
+    import torch
+    torch.set_num_threads(threads)
+    model = torch_vit.build(cfg)
+    opt = torch_vit.optimizer(model, cfg)
+
+    def step(x, y):
+        X = torch_vit.to_input(x, FASHION_MEAN, FASHION_STD)
+        return torch_vit.step(model, opt, X, torch.from_numpy(y), cfg["clip"])
+    return step
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = dict(PRESETS[args.preset])
+    if args.batch_size:
+        cfg["batch_size"] = args.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (cfg["batch_size"], 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, cfg["batch_size"])
+    steps = {"mytorch": mytorch_step(cfg, {})}
+    if not args.no_plain:
+        steps["mytorch plain"] = mytorch_step(cfg, {"MYTORCH_FAST": "0"})
+    torch_version = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch_version = torch.__version__
+            steps["torch.nn"] = torch_step(cfg, args.threads)
+        except ImportError:
+            print("torch is not installed (pip install -e '.[bench]'): mytorch alone")
+    ms = {name: [] for name in steps}
+    for i in range(args.warmup + args.steps):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step(x, y)
+            if i >= args.warmup:
+                ms[name].append((time.perf_counter() - t0) * 1e3)
+    rate = {name: cfg["batch_size"] / statistics.median(v) * 1e3 for name, v in ms.items()}
+    print(f"ViT training step ({args.preset}: patch {cfg['patch']}, d {cfg['emsize']}, {cfg['nlayers']} "
+          f"blocks, batch {cfg['batch_size']}) on {processor_name()}, {args.steps} steps each, round-robin:")
+    for name in steps:
+        print(f"  {name:<14} {statistics.median(ms[name]):7.1f} ms/step  {rate[name]:8,.0f} img/s")
+    ratio = rate["mytorch"] / rate["torch.nn"] if "torch.nn" in rate else None
+    if ratio:
+        print(f"  mytorch / torch.nn: {ratio:.2f}x")
+    print(json.dumps(dict(images_per_s={k: round(v, 1) for k, v in rate.items()},
+                          ratio=ratio and round(ratio, 3), processor=processor_name(), torch=torch_version,
+                          threads=args.threads, batch_size=cfg["batch_size"], steps=args.steps,
+                          preset=args.preset,
+                          fast=fast.settings())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
