@@ -24,7 +24,7 @@ from mytorch import optim
 
 from .config import build_optimizer
 from .errors import UsageError
-from .progress import Progress
+from .progress import Progress, plot_curves
 
 
 class Run:
@@ -220,7 +220,9 @@ class Run:
                    lr=self.opt.lr, batches=pos["loss_count"], train_seconds=round(pos["train_seconds"], 2),
                    **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in ev.items()})
         pos["metrics"].append(row)
-        self.say(task.epoch_line(row))
+        self.say(f"| end of epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} | "
+                 f"{task.epoch_scores(row)} | {row['train_seconds']:.0f}s train, "
+                 f"{row['eval_seconds']:.0f}s eval")
         if samples:
             self.say(samples.rstrip("\n"))
         value = row[task.metric]
@@ -232,7 +234,8 @@ class Run:
         try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
             path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
         self.save_state()
-        try_write(self.dir / "curves.png", lambda path: task.curves(pos["metrics"], path), self.say)
+        try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path, **task.curves),
+                  self.say)
 
 
 def where(epoch, batch):

@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--minutes", type=float, required=True, help="training budget in minutes")
     p.add_argument("--data", help="Fashion-MNIST's folder (default: /usr/share/datasets/fashion-mnist)")
     p.add_argument("--preset", default="vit", choices=sorted(PRESETS), help="the recipe (app.tasks.vision)")
+    p.add_argument("--lr", type=float, help="the peak learning rate (default: the preset's)")
+    p.add_argument("--pad", type=int, help="random shifts of up to this many pixels (default: the preset's)")
     p.add_argument("--seed", type=int, default=1111, help="the batches' seed (train.py's default)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--log-every", type=int, default=100, metavar="N", help="a line every N batches")
@@ -58,6 +60,7 @@ def main(argv=None):
         return 2
     torch.set_num_threads(args.threads)
     cfg = dict(PRESETS[args.preset])
+    cfg.update({key: getattr(args, key) for key in ("lr", "pad") if getattr(args, key) is not None})
     data = fashion_mnist.load(args.data)
     loader = ImageLoader(data["train"].images, data["train"].labels, cfg["batch_size"], seed=args.seed,
                          pad=cfg["pad"], flip=cfg["flip"])
@@ -93,7 +96,7 @@ def main(argv=None):
           f"validation accuracy {valid:.2%}, test accuracy {test:.2%}")
     print(json.dumps(dict(minutes=args.minutes, epochs=round(epochs, 2), images_per_s=round(rate, 1),
                           valid_acc=valid, test_acc=test, torch=torch.__version__, processor=processor_name(),
-                          threads=args.threads, preset=args.preset)))
+                          threads=args.threads, preset=args.preset, lr=cfg["lr"], pad=cfg["pad"])))
     return 0
 
 

@@ -3,8 +3,11 @@
     python -m bench.vit_step                          # the vit preset, batch 128, 20 steps each
     python -m bench.vit_step --steps 40 --no-torch    # mytorch alone (the default and the plain tier)
 
-Every variant takes one step in turn (round-robin), on the same uint8 batch of random images, so a
-busy moment of the machine falls on all alike and their ratios hold:
+The variants take turns in --rounds rounds, each a block of --warmup untimed then --steps / --rounds
+timed steps, on the same uint8 batch of random images, so a busy moment of the machine falls on all
+alike and their ratios hold. Blocks, not single steps in turn: one library's idle threads (OpenBLAS's,
+torch's OpenMP pool) spin for a while after its step and would slow the other's next step (turn by
+turn, torch.nn measured 664 img/s here against 1,100 on its own):
 
     mytorch          app.step.train_step on the model train.py builds (models.ViT of fast-tier blocks),
                      through mytorch.fast.batch_split (the batch's rows on every core)
@@ -40,8 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="vit", choices=sorted(PRESETS),
                    help="the ViT recipe (app.tasks.vision)")
     p.add_argument("--batch_size", "--batch-size", type=int, help="images per step (default: the preset's)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps of each variant")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each variant first")
+    p.add_argument("--steps", type=int, default=30, help="timed steps of each variant, over all rounds")
+    p.add_argument("--rounds", type=int, default=3, help="blocks of steps per variant, taken in turn")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each block")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--no-torch", action="store_true", help="do not time torch.nn")
     p.add_argument("--no-plain", action="store_true", help="do not time the plain tier")
@@ -93,15 +97,18 @@ def main(argv=None):
         except ImportError:
             print("torch is not installed (pip install -e '.[bench]'): mytorch alone")
     ms = {name: [] for name in steps}
-    for i in range(args.warmup + args.steps):
+    per_round = max(1, args.steps // max(args.rounds, 1))
+    for _ in range(max(args.rounds, 1)):
         for name, step in steps.items():
-            t0 = time.perf_counter()
-            step(x, y)
-            if i >= args.warmup:
-                ms[name].append((time.perf_counter() - t0) * 1e3)
+            for i in range(args.warmup + per_round):
+                t0 = time.perf_counter()
+                step(x, y)
+                if i >= args.warmup:
+                    ms[name].append((time.perf_counter() - t0) * 1e3)
     rate = {name: cfg["batch_size"] / statistics.median(v) * 1e3 for name, v in ms.items()}
     print(f"ViT training step ({args.preset}: patch {cfg['patch']}, d {cfg['emsize']}, {cfg['nlayers']} "
-          f"blocks, batch {cfg['batch_size']}) on {processor_name()}, {args.steps} steps each, round-robin:")
+          f"blocks, batch {cfg['batch_size']}) on {processor_name()}, {len(ms['mytorch'])} steps each "
+          f"in {args.rounds} rounds:")
     for name in steps:
         print(f"  {name:<14} {statistics.median(ms[name]):7.1f} ms/step  {rate[name]:8,.0f} img/s")
     ratio = rate["mytorch"] / rate["torch.nn"] if "torch.nn" in rate else None
@@ -109,8 +116,8 @@ def main(argv=None):
         print(f"  mytorch / torch.nn: {ratio:.2f}x")
     print(json.dumps(dict(images_per_s={k: round(v, 1) for k, v in rate.items()},
                           ratio=ratio and round(ratio, 3), processor=processor_name(), torch=torch_version,
-                          threads=args.threads, batch_size=cfg["batch_size"], steps=args.steps,
-                          preset=args.preset,
+                          threads=args.threads, batch_size=cfg["batch_size"], steps=len(ms["mytorch"]),
+                          rounds=args.rounds, preset=args.preset,
                           fast=fast.settings())))
     return 0
 

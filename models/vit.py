@@ -15,8 +15,8 @@ predict(images) -> (B, K) class probabilities, in eval mode, in chunks, saving n
 
 Init: the layers' own (PyTorch's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every matrix), the class
 token and positions N(0, 0.02^2), the head 0 (every class equally likely at the start), LayerNorm
-gamma 1 and beta 0. (GPT-2's N(0, 0.02^2) everywhere, made for d_model 768, is 6 times too small at
-d_model 64: it learned at half the speed, README "Vision".)
+gamma 1 and beta 0. (GPT-2's N(0, 0.02^2) everywhere, which TransformerLM uses, is made for d_model
+768; at d_model 64 it is six times below 1/sqrt(D), and a first trial with it learned more slowly.)
 """
 import numbers
 

@@ -20,8 +20,8 @@ progress, metrics.jsonl, curves, signals, errors):
     train_step(opt, x, y, clip) -> (loss, gradient norm): one step, the optimizer's included
     evaluate(epoch, say)  -> {name: value} (may include "samples": text for the log), the model in
                           eval mode; writes the task's per-epoch files into the run directory
-    epoch_line(row)       the log line of an evaluated epoch
-    curves(metrics, path) curves.png
+    epoch_scores(row)     the evaluation's part of an epoch's log line
+    curves                what curves.png plots: app.progress.plot_curves's keywords (left, ylabel, ...)
     describe()            one line: the model and the batches
     extra_arrays(), load_extra(arrays)    task state beyond the model (the LM's carried state)
     end_epoch()           forget what does not cross an epoch boundary

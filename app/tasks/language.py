@@ -32,7 +32,6 @@ from ..config import (PRESET_NOTES, PRESETS, add_model_flags, build_model, descr
                       describe_presets, preset_for, resolve, validate_run)    # (the task's API: app.tasks)
 from ..errors import UsageError
 from ..evaluate import fixture_nll, perplexity, stream_nll
-from ..progress import plot_curves
 from ..step import train_step, train_step_state
 
 DEFAULT_PRESET = "default"
@@ -83,6 +82,7 @@ class Task:
     """The language model, its batches, its data and fixtures (see app.tasks for the interface)."""
 
     unit, metric, higher_is_better, metric_name = "tok", "val_nll", False, "validation NLL"
+    curves = CURVES
 
     def __init__(self, cfg, exp_dir, data, fixtures):
         self.cfg, self.dir, self.data, self.fx = cfg, exp_dir, data, fixtures
@@ -187,13 +187,9 @@ class Task:
                     valid_words=n_words, eval_seconds=time.time() - t0,
                     samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
 
-    def epoch_line(self, row):
-        return (f"| end of epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} | val NLL (fixtures) "
-                f"{row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f} "
-                f"| {row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval")
-
-    def curves(self, metrics, path):
-        plot_curves(metrics, path, **CURVES)
+    @staticmethod
+    def epoch_scores(row):
+        return f"val NLL (fixtures) {row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f}"
 
     def best_meta(self, row):
         return dict(vocab_size=len(self.data.vocab), epoch=row["epoch"], val_nll=row["val_nll"])
