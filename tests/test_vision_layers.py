@@ -138,12 +138,15 @@ def test_vit_backward_of_its_loss_for_the_images_and_every_parameter(pool, seed)
     _check_params(m, loss, rng)
 
 
-def test_vit_predict_is_softmax_of_the_training_forward_and_leaves_a_pending_backward_alone(rng):
+@pytest.mark.parametrize("fast_tier", ["1", "0"])
+def test_vit_predict_is_softmax_of_the_training_forward_and_leaves_a_pending_backward_alone(
+        rng, fast_tier, monkeypatch):
+    monkeypatch.setenv("MYTORCH_FAST", fast_tier)                      # the plain and the fast blocks
     m = _tiny_vit(rng, "cls")
     images = rng.integers(0, 256, (5, 8, 8)).astype(np.uint8)
+    others = rng.integers(0, 256, (3, 8, 8)).astype(np.uint8)
     labels = rng.integers(0, m.num_classes, 5)
-    loss, _ = m.forward_loss(images, labels)
-    probs = m.predict(images, batch_size=2)            # in chunks of 2, between a forward and its backward
+    probs = m.predict(images, batch_size=2)                            # in chunks of 2
     logits = m.forward(m.prepare(images))
     want = np.exp(logits - logits.max(1, keepdims=True))
     assert_allclose(probs, want / want.sum(1, keepdims=True), rtol=1e-5)
@@ -151,16 +154,17 @@ def test_vit_predict_is_softmax_of_the_training_forward_and_leaves_a_pending_bac
     assert_allclose(probs.sum(1), 1, rtol=1e-6)
     m.zero_grad()
     m.forward_loss(images, labels)
-    m.predict(images)
+    m.predict(others)                                                  # other images, between the two
+    m.attention(others)
     m.backward_loss()
     grads = [g.copy() for _, _, g in m.named_parameters()]
     m.zero_grad()
     m.forward_loss(images, labels)
     m.backward_loss()
-    for a, (_, _, b) in zip(grads, m.named_parameters()):
-        assert_allclose(a, b, rtol=1e-12)
-    assert m.attention(images[:2]).shape == (2, m.config["nhead"], 1 + (8 // m.config["patch"]) ** 2,
-                                             1 + (8 // m.config["patch"]) ** 2)
+    for a, (name, _, b) in zip(grads, m.named_parameters()):
+        assert_allclose(a, b, rtol=1e-12, err_msg=name)
+    S = 1 + (8 // m.config["patch"]) ** 2
+    assert m.attention(images[:2]).shape == (2, m.config["nhead"], S, S)
 
 
 def test_vit_rejects_what_it_cannot_read():

@@ -33,6 +33,7 @@ from ..config import (PRESET_NOTES, PRESETS, add_model_flags, build_model, descr
 from ..errors import UsageError
 from ..evaluate import fixture_nll, perplexity, stream_nll
 from ..step import train_step, train_step_state
+from ..trainer import try_write
 
 DEFAULT_PRESET = "default"
 DEFAULT_PRESET_HELP = "--model's preset, else default"
@@ -170,7 +171,6 @@ class Task:
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, epoch, say):
-        from ..trainer import try_write
         model = self.model.eval()
         t0 = time.time()
         val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
