@@ -11,6 +11,7 @@ turn, torch.nn measured 664 img/s here against 1,100 on its own):
 
     mytorch          app.step.train_step on the model train.py builds (models.ViT of fast-tier blocks),
                      through mytorch.fast.batch_split (the batch's rows on every core)
+    mytorch no split the same with MYTORCH_FAST_SPLIT=0: the block's fast twins, on one core
     mytorch plain    the same with MYTORCH_FAST=0: the plain tier alone, on one core
     torch.nn         bench.torch_vit: nn.TransformerEncoder (pre-LN, GELU tanh), eager, AdamW,
                      torch.set_num_threads(--threads); skipped without torch
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each block")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     p.add_argument("--no-torch", action="store_true", help="do not time torch.nn")
-    p.add_argument("--no-plain", action="store_true", help="do not time the plain tier")
+    p.add_argument("--no-plain", action="store_true", help="do not time the plain tier and the no-split step")
     return p.parse_args(argv)
 
 
@@ -87,6 +88,7 @@ def main(argv=None):
     y = rng.integers(0, 10, cfg["batch_size"])
     steps = {"mytorch": mytorch_step(cfg, {})}
     if not args.no_plain:
+        steps["mytorch no split"] = mytorch_step(cfg, {"MYTORCH_FAST_SPLIT": "0"})
         steps["mytorch plain"] = mytorch_step(cfg, {"MYTORCH_FAST": "0"})
     torch_version = None
     if not args.no_torch:
@@ -110,7 +112,7 @@ def main(argv=None):
           f"blocks, batch {cfg['batch_size']}) on {processor_name()}, {len(ms['mytorch'])} steps each "
           f"in {args.rounds} rounds:")
     for name in steps:
-        print(f"  {name:<14} {statistics.median(ms[name]):7.1f} ms/step  {rate[name]:8,.0f} img/s")
+        print(f"  {name:<16} {statistics.median(ms[name]):7.1f} ms/step  {rate[name]:8,.0f} img/s")
     ratio = rate["mytorch"] / rate["torch.nn"] if "torch.nn" in rate else None
     if ratio:
         print(f"  mytorch / torch.nn: {ratio:.2f}x")

@@ -11,7 +11,7 @@ MODELS = {"lstm": LanguageModel, "transformer": TransformerLM, "vit": ViT}
 
 
 def load_model(path, dtype=np.float32):
-    """The LanguageModel or TransformerLM a file written by save_model holds, in eval mode (float16
+    """The LanguageModel, TransformerLM or ViT a file written by save_model holds, in eval mode (float16
     weights are widened)."""
     arrays = load_npz(path)
     config, meta, params = read_model_file(arrays, path)
