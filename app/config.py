@@ -136,18 +136,19 @@ def parse_cutoffs(text):
     return cutoffs
 
 
-def describe_presets():
-    """Each preset: its name and what it is, then its values as flags (python train.py --preset list)."""
+def describe_presets(presets=PRESETS, notes=PRESET_NOTES, dashed=("div_value",)):
+    """Each preset: its name and what it is, then its values as flags (python train.py --preset list).
+    dashed: the keys whose flag is spelled with dashes (--div-value), the others as the key is."""
     def flag(key, value):
         if isinstance(value, bool):
             return f"--{key}" if value else f"--no-{key}"
         if isinstance(value, list):
             value = ",".join(map(str, value))
-        return f"--{key.replace('_', '-') if key == 'div_value' else key} {value}"
-    width = max(map(len, PRESETS))
-    return "\n".join(f"{name:<{width}}  {PRESET_NOTES[name]}\n{'':<{width}}  "
+        return f"--{key.replace('_', '-') if key in dashed else key} {value}"
+    width = max(map(len, presets))
+    return "\n".join(f"{name:<{width}}  {notes[name]}\n{'':<{width}}  "
                      + " ".join(flag(k, v) for k, v in values.items() if v is not None)
-                     for name, values in PRESETS.items())
+                     for name, values in presets.items())
 
 
 def preset_for(preset, model):
@@ -183,11 +184,41 @@ def resolve(preset, args):
     return cfg
 
 
-def validate(cfg):
-    """cfg itself, or UsageError naming the first impossible model, optimizer or batch setting."""
-    checks = [
+def optimizer_checks(cfg):
+    """(ok, message) pairs for the settings every task's optimizer and batches have."""
+    return [
         (math.isfinite(cfg["lr"]) and cfg["lr"] > 0, f"--lr must be a finite number > 0, got {cfg['lr']}"),
         (cfg["batch_size"] >= 1, f"--batch_size must be >= 1, got {cfg['batch_size']}"),
+        (math.isfinite(cfg["clip"]) and cfg["clip"] >= 0,
+         f"--clip must be a finite number >= 0, got {cfg['clip']}"),
+        (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
+         f"--wdecay must be a finite number >= 0, got {cfg['wdecay']}"),
+        (cfg["optimizer"] in OPTIMIZERS, f"--optimizer must be one of {', '.join(sorted(OPTIMIZERS))}, "
+                                         f"got {cfg['optimizer']!r}"),
+    ]
+
+
+def run_checks(cfg):
+    """(ok, message) pairs for a training run's own settings, every task's."""
+    return [
+        (cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}"),
+        (cfg.get("lr_warmup", 0) >= 0, f"--lr-warmup must be >= 0 batches, got {cfg.get('lr_warmup')}"),
+        (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
+        (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
+    ]
+
+
+def check(cfg, checks):
+    """cfg itself, or UsageError with the message of the first (ok, message) of checks that failed."""
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    return cfg
+
+
+def validate(cfg):
+    """cfg itself, or UsageError naming the first impossible model, optimizer or batch setting."""
+    return check(cfg, optimizer_checks(cfg) + [
         (cfg["bptt"] >= 1, f"--bptt must be >= 1, got {cfg['bptt']}"),
         (min(cfg["emsize"], cfg["nlayers"], cfg.get("nhid", 1), cfg.get("nhead", 1)) >= 1,
          "--emsize, --nhid, --nhead and --nlayers must be >= 1"),
@@ -199,40 +230,23 @@ def validate(cfg):
          f"--dropoute and --wdrop must lie in [0, 1), got {cfg.get('dropoute')}, {cfg.get('wdrop')}"),
         (all(math.isfinite(cfg.get(k, 0)) and cfg.get(k, 0) >= 0 for k in ("alpha", "beta")),
          f"--alpha and --beta must be finite numbers >= 0, got {cfg.get('alpha')}, {cfg.get('beta')}"),
-        (math.isfinite(cfg["clip"]) and cfg["clip"] >= 0,
-         f"--clip must be a finite number >= 0, got {cfg['clip']}"),
-        (math.isfinite(cfg["wdecay"]) and cfg["wdecay"] >= 0,
-         f"--wdecay must be a finite number >= 0, got {cfg['wdecay']}"),
         (not (cfg.get("adaptive") and cfg.get("tied")),
          "--adaptive needs --no-tied: an adaptive softmax has no (V, D) matrix to share with the embedding"),
         (math.isfinite(cfg.get("div_value", 4.0)) and cfg.get("div_value", 4.0) >= 1,
          f"--div-value must be a finite number >= 1, got {cfg.get('div_value')}"),
-        (cfg["optimizer"] in OPTIMIZERS, f"--optimizer must be one of {', '.join(sorted(OPTIMIZERS))}, "
-                                         f"got {cfg['optimizer']!r}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise UsageError(msg)
-    return cfg
+    ])
 
 
 def validate_run(cfg):
     """validate(cfg) and the training run's own settings (epochs, max_batches, save_every)."""
-    checks = [
-        (cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}"),
-        (cfg.get("lr_warmup", 0) >= 0, f"--lr-warmup must be >= 0 batches, got {cfg.get('lr_warmup')}"),
+    check(cfg, run_checks(cfg) + [
         (0 <= cfg.get("sos_first", 0.0) <= 1, f"--sos-first must lie in [0, 1], got {cfg.get('sos_first')}"),
-        (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
-        (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
         (not (cfg.get("carry") and cfg.get("model", "lstm") == "transformer"),
          "--carry: the Transformer has no recurrent state to carry (it reads windows of --bptt words); "
          "drop --carry"),
         (not (cfg.get("sos_first") and cfg.get("carry")),
          "--sos-first needs fresh-state windows: a carried state reads contiguous streams; drop one"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise UsageError(msg)
+    ])
     return validate(cfg)
 
 

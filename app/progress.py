@@ -9,9 +9,9 @@ Where the output goes decides what is shown:
         | epoch   1 |   200/3245 batches | lr 2.00e-03 | 1,234 tok/s | loss 6.4210 | run 3%, 1:02:03 left
     stdout not a terminal (`> log`)       the lines as well, even when the bars are on stderr
 
-`loss` is the mean training loss of the epoch so far. The run's time left is the batches left at
-this process's training rate plus one evaluation per epoch left, each as long as the last one
-measured (nothing is added before the first).
+(img/s for the ViT.) `loss` is the mean training loss of the epoch so far. The run's time left is
+the batches left at this process's training rate plus one evaluation per epoch left, each as long
+as the last one measured (nothing is added before the first).
 """
 import os
 import sys
@@ -25,9 +25,9 @@ class Progress:
     evaluated(seconds) after its evaluation, write(text) for any other line, close() at the end.
     """
 
-    def __init__(self, epochs, batches, tokens_per_batch, done=0, bars=True, log_interval=200,
+    def __init__(self, epochs, batches, items_per_batch, done=0, bars=True, log_interval=200,
                  eval_seconds=None, stdout=None, stderr=None, unit="tok"):
-        self.epochs, self.batches, self.tpb, self.unit = epochs, batches, tokens_per_batch, unit
+        self.epochs, self.batches, self.tpb, self.unit = epochs, batches, items_per_batch, unit
         self.total, self.done = epochs * batches, done
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
         self.tqdm = _tqdm() if bars and _terminal(self.err) else None

@@ -210,7 +210,7 @@ class Run:
             self.evaluating = True
             t0 = time.time()
             ev = task.evaluate(epoch + 1, self.say)
-            ev.setdefault("eval_seconds", time.time() - t0)
+            ev["eval_seconds"] = time.time() - t0
         finally:
             self.evaluating = False
         if self.view is not None:

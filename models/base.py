@@ -30,7 +30,7 @@ from mytorch import backend, fast
 from mytorch.nn import AdaptiveLogSoftmaxWithLoss, LinearCrossEntropyLoss, Module
 from mytorch.nn.module import check_ids as check_token_ids
 
-from .checkpoint import save_model
+from .checkpoint import load_parameters, parameter_arrays, save_model
 
 
 def check_ids(ids, vocab_size, who):
@@ -210,34 +210,21 @@ class LanguageModelBase(Module):
     def state_arrays(self):
         """{name: host array} of every parameter (a tied matrix appears once), and the integer
         word_rank of an adaptive softmax."""
-        out, seen = {}, set()
-        for name, p, _ in self.named_parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                out[name] = backend.to_numpy(p)
+        out = parameter_arrays(self)
         if self.output is not None:
             out["word_rank"] = backend.to_numpy(self.word_rank)
         return out
 
     def load_state_arrays(self, arrays):
         """Fill every parameter (and word_rank) from {name: array} (state_arrays' names)."""
-        own = {name: p for name, p, _ in self.named_parameters()}
-        if self.output is not None and "word_rank" in arrays:
+        if self.output is not None:
+            if "word_rank" not in arrays:
+                raise ValueError("checkpoint lacks parameters: word_rank")
             rank = np.asarray(arrays["word_rank"])
             if rank.dtype.kind not in "iu" or np.sort(rank).tolist() != list(range(self.vocab_size)):
                 raise ValueError(f"checkpoint word_rank is not a permutation of the {self.vocab_size} words")
             self.word_rank = backend.to_device(rank.astype(np.int64))
-        missing = [n for n in dict.fromkeys(self.state_arrays()) if n not in arrays]
-        if missing:
-            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
-        for name, p in own.items():
-            if name not in arrays:
-                continue  # a tied decoder weight is stored once, as the embedding
-            a = arrays[name]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(f"checkpoint parameter {name} has shape {tuple(a.shape)}, "
-                                 f"the model expects {tuple(p.shape)}")
-            p[...] = backend.to_device(a, p.dtype)
+        load_parameters(self, arrays)
 
     def save(self, path, float16=False, meta=None, vocab=None):
         """One versioned .npz file with the configuration, weights and vocabulary (models.checkpoint)."""

@@ -19,6 +19,8 @@ import tempfile
 
 import numpy as np
 
+from mytorch import backend
+
 FORMAT_VERSION = 1
 
 
@@ -148,6 +150,33 @@ def model_arrays(model, float16=False, meta=None, vocab=None):
     for name, a in model.state_arrays().items():
         arrays["param/" + name] = a.astype(np.float16) if float16 and a.dtype.kind == "f" else a
     return arrays
+
+
+def parameter_arrays(model):
+    """{name: host array} of every parameter of model; a tied one (one array under two names) once, under
+    its first name."""
+    out, seen = {}, set()
+    for name, p, _ in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[name] = backend.to_numpy(p)
+    return out
+
+
+def load_parameters(model, arrays):
+    """Fill every parameter of model from {name: array} (parameter_arrays' names); ValueError naming a
+    missing parameter or a wrong shape."""
+    missing = [name for name in parameter_arrays(model) if name not in arrays]
+    if missing:
+        raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
+    for name, p, _ in model.named_parameters():
+        if name not in arrays:
+            continue  # a tied parameter is stored once, under its first name
+        a = arrays[name]
+        if tuple(a.shape) != tuple(p.shape):
+            raise ValueError(f"checkpoint parameter {name} has shape {tuple(a.shape)}, "
+                             f"the model expects {tuple(p.shape)}")
+        p[...] = backend.to_device(a, p.dtype)
 
 
 def save_model(model, path, float16=False, meta=None, vocab=None):

@@ -40,7 +40,7 @@ import numpy as np
 from mytorch import backend
 from mytorch.nn import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
                         SinusoidalPositionalEncoding, TransformerBlock)
-from mytorch.nn.transformer_block import peek as _peek
+from mytorch.nn.module import peek as _peek
 from mytorch.nn.module import check_ids as check_token_ids
 
 from . import decoding

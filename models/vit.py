@@ -25,9 +25,9 @@ import numpy as np
 from mytorch import backend, fast
 from mytorch.nn import (ClassToken, CrossEntropyLoss, Dropout, LayerNorm, LearnedPositionalEmbedding, Linear,
                         Module, PatchEmbedding, TransformerBlock, softmax)
-from mytorch.nn.transformer_block import peek
+from mytorch.nn.module import detached
 
-from .checkpoint import save_model
+from .checkpoint import load_parameters, parameter_arrays, save_model
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530     # Fashion-MNIST's training pixels, on [0, 1]
 
@@ -166,26 +166,12 @@ class ViT(Module):
         self.backward(self.loss.backward())
 
     # -- inference ---------------------------------------------------------------
-    def features(self, X, attention=False):
-        """Inference path, nothing saved: X (B, C, H, W) -> the final LayerNorm's rows (B, S, D), and
-        with attention=True the last block's attention weights (B, h, S, S) too."""
-        Z = peek(self.patches, X)
-        if self.cls is not None:
-            Z = peek(self.cls, Z)
-        Z = Z + peek(self.pos, Z.shape[1])
-        for block in self.blocks[:-1]:
-            Z = block.infer(Z)
-        Z, weights = self.blocks[-1].infer(Z, weights=True)
-        Z = peek(self.ln_f, Z)
-        return (Z, weights) if attention else Z
-
     def logits(self, images, batch_size=500):
-        """images (N, H, W) uint8 -> logits (N, K) on the host, in chunks of batch_size."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            Z = self.features(self.prepare(images[i:i + batch_size]))
-            pooled = Z[:, 0] if self.pool == "cls" else Z.mean(axis=1)
-            out.append(backend.to_numpy(peek(self.head, pooled)))
+        """images (N, H, W) uint8 -> logits (N, K) on the host, in chunks of batch_size: forward on a
+        detached eval-mode copy (no dropout; a pending training backward stays intact)."""
+        twin = detached(self, training=False)
+        out = [backend.to_numpy(twin.forward(self.prepare(images[i:i + batch_size])))
+               for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), dtype=np.float32)
 
     def predict(self, images, batch_size=500):
@@ -195,26 +181,18 @@ class ViT(Module):
     def attention(self, images):
         """images (N, H, W) uint8 -> the last block's attention weights (N, h, S, S), host float32
         (row 0: what the class token reads; with pool="cls")."""
-        _, weights = self.features(self.prepare(images), attention=True)
-        return backend.to_numpy(weights).astype(np.float32)
+        twin = detached(self, training=False)
+        twin.forward(self.prepare(images))
+        return backend.to_numpy(twin.blocks[-1].attn.A_sig).astype(np.float32)
 
     # -- files -------------------------------------------------------------------
     def state_arrays(self):
         """{name: host array} of every parameter."""
-        return {name: backend.to_numpy(p) for name, p, _ in self.named_parameters()}
+        return parameter_arrays(self)
 
     def load_state_arrays(self, arrays):
         """Fill every parameter from {name: array} (state_arrays' names), shapes checked."""
-        own = {name: p for name, p, _ in self.named_parameters()}
-        missing = [n for n in own if n not in arrays]
-        if missing:
-            raise ValueError(f"checkpoint lacks parameters: {', '.join(missing)}")
-        for name, p in own.items():
-            a = arrays[name]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(f"parameter {name}: checkpoint shape {tuple(a.shape)}, "
-                                 f"model {tuple(p.shape)}")
-            p[...] = backend.to_device(np.asarray(a, dtype=p.dtype))
+        load_parameters(self, arrays)
 
     def save(self, path, float16=False, meta=None, vocab=None):
         """One versioned .npz with the configuration and weights (models.checkpoint)."""

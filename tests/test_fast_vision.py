@@ -120,9 +120,10 @@ def test_a_vit_of_fast_blocks_trains_as_the_plain_one(rng, monkeypatch):
         assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch", [40, 37])
+@pytest.mark.parametrize("batch", [50, 37])
 def test_the_batch_split_step_gives_the_whole_batchs_loss_and_gradients(rng, batch, monkeypatch):
-    """Two and three threads, shares of unequal size (37 rows), against the model on the whole batch."""
+    """Two and three threads (50 rows: 3 shares of at least MIN_ROWS; 37 rows: 2 shares, unequal), against
+    the model on the whole batch."""
     images = rng.integers(0, 256, (batch, 8, 8)).astype(np.uint8)
     labels = rng.integers(0, 3, batch)
     model = ViT(image_size=8, patch=4, num_classes=3, d_model=8, nhead=2, nlayers=2, d_ff=16, seed=4,
@@ -136,7 +137,7 @@ def test_the_batch_split_step_gives_the_whole_batchs_loss_and_gradients(rng, bat
         step.zero_grad()
         loss, state = step.forward_loss(images, labels)
         step.backward_loss()
-        assert state is None and len(step.shares) == 2      # 40 // 16 = 2 shares: MIN_ROWS a share
+        assert state is None and len(step.shares) == min(k, batch // split.MIN_ROWS)
         got = [loss] + [g for _, _, g in model.named_parameters()]
         for a, b in zip(want, got):
             assert_allclose(a, b, rtol=1e-10, atol=1e-13)
@@ -157,3 +158,26 @@ def test_the_split_is_chosen_only_where_it_applies(monkeypatch):
     assert fast.batch_split(vit) is vit
     with pytest.raises(ValueError, match="carry no state"):
         split.BatchSplit(vit, 2).forward_loss(np.zeros((32, 8, 8), np.uint8), np.zeros(32, int), state=[1])
+
+
+def test_split_dropout_masks_come_from_the_models_own_stream(rng):
+    """With dropout, each step draws the replicas' masks from the model's dropout Generator, so a run
+    resumed from that Generator's saved state (what the trainer saves) takes the same next step."""
+    images = rng.integers(0, 256, (40, 8, 8)).astype(np.uint8)
+    labels = rng.integers(0, 3, 40)
+
+    def model():
+        m = ViT(image_size=8, patch=4, num_classes=3, d_model=8, nhead=2, nlayers=1, d_ff=16, seed=4,
+                dropout=0.3, dtype=np.float64)
+        m.head.params["W"][...] = np.random.default_rng(0).standard_normal(m.head.params["W"].shape)
+        return m
+    first = model()
+    step = split.BatchSplit(first, 2)
+    one = step.forward_loss(images, labels)[0]
+    saved = first.drops[0].rng.bit_generator.state
+    two = step.forward_loss(images, labels)[0]
+    assert one != two                                             # new masks each step
+    resumed = model()
+    for d in resumed.drops:
+        d.rng.bit_generator.state = saved
+    assert split.BatchSplit(resumed, 2).forward_loss(images, labels)[0] == two

@@ -18,11 +18,14 @@ progress, metrics.jsonl, curves, signals, errors):
     meta()                what best.npz and state.npz record about the data ({"vocab_size": V}, ...)
     check_meta(meta, path)    CheckpointError when a saved run's data does not fit
     train_step(opt, x, y, clip) -> (loss, gradient norm): one step, the optimizer's included
-    evaluate(epoch, say)  -> {name: value} (may include "samples": text for the log), the model in
-                          eval mode; writes the task's per-epoch files into the run directory
+    evaluate(epoch, say)  -> {name: value} (may include "samples": text for the log; the trainer
+                          times it); writes the task's per-epoch files into the run directory, say(line)
+                          reports a failed write; leaves the model in training mode
     epoch_scores(row)     the evaluation's part of an epoch's log line
+    save_best(path, row)  best.npz: the model with what the task records of the epoch
+    format_metric(value)  the best metric as the last line prints it
     curves                what curves.png plots: app.progress.plot_curves's keywords (left, ylabel, ...)
-    describe()            one line: the model and the batches
+    describe(batches, n_params)   one line: the model, its size and the batches
     extra_arrays(), load_extra(arrays)    task state beyond the model (the LM's carried state)
     end_epoch()           forget what does not cross an epoch boundary
 """

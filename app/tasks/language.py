@@ -17,7 +17,6 @@ predictions and continuations are written beside (predictions-test-<epoch>.npy,
 generated-texts-test-<epoch>.txt).
 """
 import argparse
-import time
 
 import numpy as np
 
@@ -172,7 +171,6 @@ class Task:
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, epoch, say):
         model = self.model.eval()
-        t0 = time.time()
         val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
         valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
         mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
@@ -184,15 +182,13 @@ class Task:
         gen = model.generate(self.fx["generation"][:3], 10)
         model.train()
         return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
-                    valid_words=n_words, eval_seconds=time.time() - t0,
+                    valid_words=n_words,
                     samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
 
     @staticmethod
     def epoch_scores(row):
         return f"val NLL (fixtures) {row['val_nll']:.4f} | valid ppl {row['valid_ppl']:.2f}"
 
-    def best_meta(self, row):
-        return dict(vocab_size=len(self.data.vocab), epoch=row["epoch"], val_nll=row["val_nll"])
-
     def save_best(self, path, row):
-        self.model.save(path, meta=self.best_meta(row), vocab=self.data.vocab)
+        meta = dict(vocab_size=len(self.data.vocab), epoch=row["epoch"], val_nll=row["val_nll"])
+        self.model.save(path, meta=meta, vocab=self.data.vocab)

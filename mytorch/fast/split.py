@@ -29,9 +29,9 @@ MIN_ROWS = 16                   # a smaller share is not worth a thread
 
 
 class BatchSplit:
-    """The model's training-step interface (train, eval, zero_grad, forward_loss, backward_loss, lap),
-    each step run as k row shares on k threads. model: the plain model, whose params the optimizer
-    updates; k: threads (default: mytorch.fast.parallel.num_threads())."""
+    """The model's training-step interface (train, zero_grad, forward_loss, backward_loss, lap: what
+    app.step.train_step calls), each step run as k row shares on k threads. model: the plain model,
+    whose params the optimizer updates; k: threads (default: mytorch.fast.parallel.num_threads())."""
 
     def __init__(self, model, k=None):
         self.model = model
@@ -40,15 +40,9 @@ class BatchSplit:
         self.shares = None
         self.pool = ThreadPoolExecutor(self.k) if self.k > 1 else None   # its own: parallel_rows' may be busy
 
-    def __getattr__(self, name):            # everything else (predict, save, params, ...) is the model's
-        return getattr(self.model, name)
-
     def train(self, mode=True):
         self.model.train(mode)
         return self
-
-    def eval(self):
-        return self.train(False)
 
     def zero_grad(self):
         self.model.zero_grad()

@@ -10,6 +10,8 @@ gradient for the layer's input(s) and adds into ``grads``; ``zero_grad()``
 clears them once per step. ``train()`` / ``eval()`` flip ``training`` for
 layers that behave differently (dropout). An optimizer needs nothing else.
 """
+import copy
+
 from .. import backend
 
 
@@ -95,3 +97,24 @@ def check_ids(ids, num_ids, who, shape=None):
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= num_ids:
             raise ValueError(f"{who}: token ids must lie in [0, {num_ids}), got values in [{lo}, {hi}]")
+
+
+def detached(layer, training=None):
+    """A copy of layer and of every sub-layer in it that shares their parameters (the same params and
+    grads dicts) but not what forward saves for backward; training: the copy's mode (None: as is)."""
+    twin = copy.copy(layer)
+    for key, value in vars(layer).items():
+        if isinstance(value, Module):
+            setattr(twin, key, detached(value))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Module) for v in value):
+            setattr(twin, key, type(value)(detached(v) if isinstance(v, Module) else v for v in value))
+    if training is not None:
+        twin.train(training)
+    return twin
+
+
+def peek(layer, *args):
+    """layer.forward(*args) on a detached copy: the same parameters, but what forward saves for backward
+    lands on the copy (and its sub-layers' copies), so an inference pass leaves a pending training
+    backward intact."""
+    return detached(layer).forward(*args)

@@ -10,37 +10,14 @@ encoder run it bidirectional, every position seeing every other (key_padding_mas
 keys). Pre-LayerNorm: the residual stream X is never normalised in place, only what each branch
 reads, so gradients reach the first block undiminished.
 """
-import copy
-
 import numpy as np
 
 from .activation import GELU
 from .dropout import Dropout
 from .layernorm import LayerNorm
 from .linear import Linear
-from .module import Module
+from .module import Module, peek
 from .multihead_attention import MultiHeadAttention
-
-
-def detached(layer, training=None):
-    """A copy of layer and of every sub-layer in it that shares their parameters (the same params and
-    grads dicts) but not what forward saves for backward; training: the copy's mode (None: as is)."""
-    twin = copy.copy(layer)
-    for key, value in vars(layer).items():
-        if isinstance(value, Module):
-            setattr(twin, key, detached(value))
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, Module) for v in value):
-            setattr(twin, key, type(value)(detached(v) if isinstance(v, Module) else v for v in value))
-    if training is not None:
-        twin.train(training)
-    return twin
-
-
-def peek(layer, *args):
-    """layer.forward(*args) on a detached copy: the same parameters, but what forward saves for backward
-    lands on the copy (and its sub-layers' copies), so an inference pass leaves a pending training
-    backward intact."""
-    return detached(layer).forward(*args)
 
 
 class TransformerBlock(Module):
@@ -93,11 +70,3 @@ class TransformerBlock(Module):
     def forward_step(self, x, cache):
         x = x + self.attn.forward_step(peek(self.ln1, x), cache)           # (B, T_new, D)
         return x + peek(self.proj, peek(self.act, peek(self.fc, peek(self.ln2, x))))
-
-    def infer(self, X, key_padding_mask=None, weights=False):
-        """forward in eval mode (no dropout), saving nothing, so a pending backward stays intact:
-        X (B, S, D) -> (B, S, D); with weights=True also the attention weights (B, h, S, S)."""
-        attn = detached(self.attn, training=False)   # its forward's saved arrays land on the copy
-        X = X + attn.forward(peek(self.ln1, X), key_padding_mask=key_padding_mask)
-        Y = X + peek(self.proj, peek(self.act, peek(self.fc, peek(self.ln2, X))))
-        return (Y, attn.A_sig) if weights else Y
