@@ -1,8 +1,10 @@
-"""Train a model: the word-level language model on WikiText-2 (the HW4P1 layout), or with --task vit
-the Vision Transformer on Fashion-MNIST (app.tasks.vision says what differs).
+"""Train a model: the word-level language model on WikiText-2 (the HW4P1 layout), with --task vit the
+Vision Transformer on Fashion-MNIST, with --task translate the encoder-decoder on German-English pairs
+(app.tasks.vision and app.tasks.translate say what differs).
 
     python train.py                                   # the default recipe, into runs/default-<time>
     python train.py --task vit                        # the ViT's preset, into runs/vit-<time>
+    python train.py --task translate                  # translation's preset, into runs/translate-<time>
     python train.py --preset notebook                 # the course notebook's configuration
     python train.py --preset list                     # the presets, one line each
     python train.py --preset notebook --help          # every flag, with that preset's defaults
@@ -81,7 +83,7 @@ def build_parser(preset="default", task="lm"):
                       f"{presets}.")
     p.add_argument("--task", choices=tasks.TASKS,
                    help="what to train: lm, the language model on WikiText-2; vit, the Vision Transformer on "
-                        "Fashion-MNIST (default: lm)")
+                        "Fashion-MNIST; translate, the encoder-decoder on German-English pairs (default: lm)")
     p.add_argument("--data", help=mod.DATA_HELP)
     p.add_argument("--preset", choices=[*mod.PRESETS, "list"],
                    help="named recipe, flags override it; 'list' describes each (default: "

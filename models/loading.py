@@ -4,15 +4,16 @@ import numpy as np
 from .checkpoint import CheckpointError, load_npz, read_model_file
 from .language_model import LanguageModel
 from .transformer import TransformerLM
+from .translator import Translator
 from .vit import ViT
 
 # config["model"] -> the class that file holds; files written before the Transformer have no "model"
-MODELS = {"lstm": LanguageModel, "transformer": TransformerLM, "vit": ViT}
+MODELS = {"lstm": LanguageModel, "transformer": TransformerLM, "vit": ViT, "translator": Translator}
 
 
 def load_model(path, dtype=np.float32):
-    """The LanguageModel, TransformerLM or ViT a file written by save_model holds, in eval mode (float16
-    weights are widened)."""
+    """The LanguageModel, TransformerLM, ViT or Translator a file written by save_model holds, in eval mode
+    (float16 weights are widened)."""
     arrays = load_npz(path)
     config, meta, params = read_model_file(arrays, path)
     config = dict(config)

@@ -101,6 +101,16 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+def erf(x):
+    """The error function, elementwise, same shape and dtype: scipy.special.erf on NumPy arrays,
+    cupyx.scipy.special.erf on CuPy arrays (SciPy's Cephes algorithm, about 1 ulp in float64)."""
+    if is_cupy(x):
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x)
+    import scipy.special
+    return scipy.special.erf(x)
+
+
 def scatter_add(a, indices, values):
     """a[indices] += values along axis 0, with repeated indices adding up.
 

@@ -3,6 +3,7 @@
     cfg["task"]   model                         data                          best epoch by
     "lm"          LanguageModel, TransformerLM  WikiText-2 (HW4P1 layout)     validation NLL, lower
     "vit"         ViT                           Fashion-MNIST (IDX files)     validation accuracy, higher
+    "translate"   Translator                    Ding de-en pairs, or a TSV    validation BLEU, higher
 
 Runs saved before tasks existed have no cfg["task"]: they are "lm".
 
@@ -31,7 +32,7 @@ progress, metrics.jsonl, curves, signals, errors):
 """
 from ..errors import UsageError
 
-TASKS = ("lm", "vit")
+TASKS = ("lm", "vit", "translate")
 
 
 def task_name(cfg):
@@ -43,8 +44,11 @@ def task_name(cfg):
 
 
 def module(cfg_or_name):
-    """The module of a task (app.tasks.language or app.tasks.vision): its presets, flags and Task class."""
+    """The module of a task (app.tasks.language, .vision or .translate): its presets, flags and Task class."""
     name = cfg_or_name if isinstance(cfg_or_name, str) else task_name(cfg_or_name)
+    if name == "translate":
+        from . import translate
+        return translate
     if name == "vit":
         from . import vision
         return vision

@@ -19,8 +19,9 @@ what its plain twin computes (tests/test_fast_*.py compare the two) and is picke
     optim.AdamW                      update in cache-sized row blocks on every
                                      core, so p, g, m, v cross the memory bus once
                                      a step; one CuPy kernel per Adam update
-    block.TransformerBlock           nn.TransformerBlock, built from the twins    MYTORCH_FAST_BLOCK
-                                     below (each as its own switch stands)
+    block.TransformerBlock,          nn.TransformerBlock and nn.DecoderBlock,     MYTORCH_FAST_BLOCK
+    block.DecoderBlock               built from the twins below (each as its
+                                     own switch stands)
     attention.MultiHeadAttention     nn.MultiHeadAttention's unmasked             MYTORCH_FAST_ATTENTION
                                      bidirectional self-attention: one Q/K/V
                                      product, the softmax in place
@@ -51,7 +52,7 @@ from .split import BatchSplit
 
 # switch name -> [(plain class, its fast twin)]
 PIECES = {"loss": [(nn.LinearCrossEntropyLoss, loss.LinearCrossEntropyLoss)],
-          "block": [(nn.TransformerBlock, block.TransformerBlock)],
+          "block": [(nn.TransformerBlock, block.TransformerBlock), (nn.DecoderBlock, block.DecoderBlock)],
           "attention": [(nn.MultiHeadAttention, attention.MultiHeadAttention)],
           "gelu": [(nn.GELU, activation.GELU)],
           "layernorm": [(nn.LayerNorm, layernorm.LayerNorm)],

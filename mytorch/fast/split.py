@@ -12,7 +12,9 @@ NumPy alone runs on one core). The model is the plain one; BatchSplit wraps it:
                  grad = sum_j (n_j / B) grad_j        (each loss_j is a mean over its n_j rows)
 
 so the model's grads are those of the mean loss over the whole batch, as the plain step's, up to
-float rounding. Dropout: each step, replica j's dropout layers get a Generator seeded from the
+float rounding. A model whose loss is a mean over something else than rows (a translator's: over the
+target's real tokens) says how many a share holds: batch_items(x, y) -> n_j, and B = sum_j n_j.
+Dropout: each step, replica j's dropout layers get a Generator seeded from the
 model's own dropout stream (one draw per replica), so runs stay reproducible and resumable from
 the model's RNG state alone; the masks differ from the plain step's (no test can compare them).
 
@@ -73,13 +75,15 @@ class BatchSplit:
             return self.replicas[j].forward_loss(x[lo:hi], y[lo:hi])[0]
         losses = self._parallel(run, k)
         self.model.lap("layers_forward")
-        return sum((hi - lo) / B * loss for (lo, hi), loss in zip(self.shares, losses)), None
+        items = getattr(self.model, "batch_items", None)
+        n = [items(x[lo:hi], y[lo:hi]) if items else hi - lo for lo, hi in self.shares]
+        self.weights = [n_j / max(sum(n), 1) for n_j in n]
+        return sum(w * loss for w, loss in zip(self.weights, losses)), None
 
     def backward_loss(self):
-        k, B = len(self.shares), self.shares[-1][1]
+        k, weights = len(self.shares), self.weights
         self._parallel(lambda j: self.replicas[j].backward_loss(), k)
         self.model.lap("layers_backward")
-        weights = [(hi - lo) / B for lo, hi in self.shares]
         grads = [[g for _, _, g in r.named_parameters()] for r in self.replicas[:k]]
         for i, (_, _, g) in enumerate(self.model.named_parameters()):
             np.multiply(grads[0][i], weights[0], out=g)

@@ -7,7 +7,7 @@ from .linear import Linear, Embedding  # noqa: F401
 from .lstm import LSTMCell, LSTM  # noqa: F401
 from .softmax import Softmax, softmax, log_softmax  # noqa: F401
 from .attention import Attention  # noqa: F401
-from .loss import CrossEntropyLoss, LinearCrossEntropyLoss  # noqa: F401
+from .loss import CrossEntropyLoss, LinearCrossEntropyLoss, LabelSmoothedCrossEntropy  # noqa: F401
 from .dropout import Dropout, LockedDropout, EmbeddingDropout  # noqa: F401
 from .weight_drop import WeightDrop  # noqa: F401
 from .layernorm import LayerNorm  # noqa: F401
@@ -17,3 +17,4 @@ from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .adaptive_softmax import AdaptiveLogSoftmaxWithLoss  # noqa: F401
 from .transformer_block import TransformerBlock  # noqa: F401
 from .patches import PatchEmbedding, ClassToken  # noqa: F401
+from .decoder_block import DecoderBlock  # noqa: F401

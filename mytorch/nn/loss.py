@@ -165,3 +165,56 @@ class LinearCrossEntropyLoss:
         return dX
 
     __call__ = forward
+
+
+class LabelSmoothedCrossEntropy:
+    """Cross-entropy against a smoothed target, over the rows whose target is not `ignore_index`.
+
+    forward(Z, y): Z (N, C) logits, y (N,) int -> scalar loss (Python float): the mean over the n kept
+        rows (y != ignore_index) of   -sum_c q_c log p_c,   p = softmax(Z),
+        q = (1 - eps) onehot(y) + eps / C         (Szegedy et al. 2016; eps = 0: CrossEntropyLoss)
+    backward(dLdloss=1.0) -> dL/dZ (N, C): (p - q) * dLdloss / n on kept rows, 0 on ignored ones.
+
+    Row loss, with lse = log sum_c exp Z_c:  -sum_c q_c (Z_c - lse) = lse - (1 - eps) Z_y - eps mean_c Z_c
+    (sum_c q_c = 1). .nll after forward: the kept rows' summed plain NLL (lse - Z_y), float64; .count: n.
+    """
+
+    def __init__(self, smoothing=0.0, ignore_index=None):
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"LabelSmoothedCrossEntropy: smoothing must lie in [0, 1), got {smoothing}")
+        self.eps, self.ignore_index = float(smoothing), ignore_index
+        self.P = None
+
+    def forward(self, Z, y):
+        xp = backend.get_array_module(Z)
+        CrossEntropyLoss._check(Z, y if self.ignore_index is None else xp.where(y == self.ignore_index, 0, y))
+        N, C = Z.shape
+        keep = xp.ones(N, dtype=bool) if self.ignore_index is None else (y != self.ignore_index)   # (N,)
+        yk = xp.where(keep, y, 0)
+        rows = xp.arange(N)
+        target = Z[rows, yk].astype(np.float64)                               # (N,)
+        mean_z = Z.mean(axis=1, dtype=np.float64)                             # (N,)
+        P = xp.empty_like(Z)
+        m = exp_shifted(Z, out=P)                                             # P = exp(Z - m)
+        s = P.sum(axis=1, dtype=np.float64)                                   # (N,)
+        lse = xp.log(s) + m[:, 0]
+        P /= s.astype(P.dtype)[:, None]                                       # softmax
+        self.count = int(keep.sum())
+        n = max(self.count, 1)
+        row = lse - (1 - self.eps) * target - self.eps * mean_z               # (N,)
+        self.nll = float(((lse - target) * keep).sum())
+        self.P, self.y, self.keep, self.rows, self.n = P, yk, keep, rows, n
+        return float((row * keep).sum() / n)
+
+    def backward(self, dLdloss=1.0):
+        """dZ = (p - q) * dLdloss / n on kept rows (q = (1 - eps) onehot(y) + eps / C), 0 elsewhere."""
+        if self.P is None:
+            raise RuntimeError("LabelSmoothedCrossEntropy.backward needs a forward first")
+        dZ, C = self.P, self.P.shape[1]
+        dZ -= self.eps / C
+        dZ[self.rows, self.y] -= 1 - self.eps
+        dZ *= (self.keep * (dLdloss / self.n)).astype(dZ.dtype)[:, None]
+        self.P = None
+        return dZ
+
+    __call__ = forward

@@ -206,3 +206,29 @@ class MultiHeadAttention(Module):
             A_w = xp.where(allowed, A_w, -xp.inf).astype(A_w.dtype, copy=False)
         O2 = self._merge(softmax(A_w) @ V)                           # (B*T_new, D)
         return self._project(O2, "o").reshape(B, T_new, D)
+
+    def forward_memory_step(self, x, cache, memory=None, key_padding_mask=None):
+        """Cross-attention while decoding: x (B, T_new, D) queries, memory (B, S, D) -> (B, T_new, D).
+
+        K = memory W_k + b_k and V = memory W_v + b_v (B, h, S, d_k) are computed on the first call
+        (cache empty) and kept in cache["K"], cache["V"]; later calls may pass memory=None. Not causal;
+        key_padding_mask (B, S) hides the source's padding. Inference only, as forward_step.
+        """
+        xp = backend.get_array_module(x)
+        self._check(x, "x")
+        B, T_new, D = x.shape
+        if "K" not in cache:
+            if memory is None:
+                raise ValueError("MultiHeadAttention.forward_memory_step: the first call needs the memory")
+            self._check(memory, "memory")
+            M2 = memory.reshape(-1, D)
+            cache["K"] = self._split(self._project(M2, "k"), memory.shape[0])    # (B, h, S, d_k)
+            cache["V"] = self._split(self._project(M2, "v"), memory.shape[0])
+        K, V = cache["K"], cache["V"]
+        Q = self._split(self._project(x.reshape(-1, D), "q"), B)                  # (B, h, T_new, d_k)
+        A_w = (Q @ K.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.d_k))              # (B, h, T_new, S)
+        allowed = self._allowed(xp, B, T_new, K.shape[2], False, key_padding_mask)
+        if allowed is not None:
+            A_w = xp.where(allowed, A_w, -xp.inf).astype(A_w.dtype, copy=False)
+        O2 = self._merge(softmax(A_w) @ V)                                         # (B*T_new, D)
+        return self._project(O2, "o").reshape(B, T_new, D)
