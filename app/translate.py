@@ -10,28 +10,19 @@
 with (dataset.pairs: the same hash cut of the same file, --data as at training), translates every
 source sentence with beam search (--beams, --alpha: the length penalty) and prints corpus BLEU and
 chrF (sacreBLEU, its default 13a tokenisation; "zh" for a Chinese target) and a few examples;
---out FILE writes every translation, one a line. export writes P.npz and P.json, its card: the
-validation and test scores of the file as written, and the hypotheses' BLEU on the first TEST_SLICE
-test sentences, which tests/test_translate_reference.py recomputes.
+--out FILE writes every translation, one a line; --pictures DIR the cross-attention picture. export
+writes P.npz and P.json, its card: the validation and test scores of the file as written, and the
+hypotheses' BLEU on the first TEST_SLICE test sentences, which tests/test_translate_reference.py
+recomputes.
 """
 import sys
 import time
 from pathlib import Path
 
 from .errors import Parser, UsageError, command, prog
+from .tasks.translate import corpus_scores, load_splits
 
 TEST_SLICE = 100
-
-
-def corpus_scores(hyps, refs, target="en"):
-    """(BLEU, chrF) of hypotheses against one reference each: sacreBLEU's corpus scores, its default
-    tokenisation ("zh" for a Chinese target)."""
-    from dataset.subwords import require
-    sacrebleu = require("sacrebleu")
-    tokenize = "zh" if target == "zh" else "13a"
-    bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
-    chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
-    return float(bleu), float(chrf)
 
 
 def parse_args(argv=None):
@@ -53,6 +44,8 @@ def parse_args(argv=None):
     e.add_argument("--split", choices=("test", "valid"), default="test")
     e.add_argument("--limit", type=int, help="score only the first N sentence pairs of the split")
     e.add_argument("--out", metavar="FILE", help="write every translation there, one a line")
+    e.add_argument("--pictures", metavar="DIR", help="also write attention.png: the cross-attention of the "
+                                                     "first three sentences")
     t.add_argument("sentences", nargs="*", help="sentences to translate (none: read stdin, one a line)")
     return p.parse_args(argv)
 
@@ -70,7 +63,6 @@ def load_translator(path):
 
 def split_pairs(model, data, split):
     """The (source, reference) sentence pairs of a split, in the model's direction."""
-    from .tasks.translate import load_splits
     return load_splits(data, f"{model.source}-{model.target}")[split]["sentences"]
 
 
@@ -102,6 +94,13 @@ def evaluate(args):
     if args.out:
         Path(args.out).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
         print(f"wrote {args.out}")
+    if args.pictures:
+        from .translate_pictures import attention_png
+        out = Path(args.pictures)
+        out.mkdir(parents=True, exist_ok=True)
+        attention_png([model.cross_attention(s, h) for (s, _), h in list(zip(pairs_, hyps))[:3]],
+                      out / "attention.png")
+        print(f"wrote {out / 'attention.png'}")
     return 0
 
 

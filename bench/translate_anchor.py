@@ -23,7 +23,6 @@ from pathlib import Path
 from .config import Parser, UsageError  # noqa: F401  (puts the repository root on sys.path)
 
 from app.tasks import translate as task  # noqa: E402
-from app.translate import corpus_scores  # noqa: E402
 from dataset import pairs  # noqa: E402
 
 from . import torch_translate  # noqa: E402
@@ -49,7 +48,7 @@ def scores(model, sp, pairs_, target):
     for k in range(0, len(enc), 64):
         rows = enc[k:k + 64]
         hyps += torch_translate.greedy(model, pairs.pad_rows(rows))
-    return corpus_scores(sp.decode(hyps), [r for _, r in pairs_], target)
+    return task.corpus_scores(sp.decode(hyps), [r for _, r in pairs_], target)
 
 
 def main(argv=None):

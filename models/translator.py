@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from dataset.subwords import PAD, Subwords
+from dataset.subwords import BOS, PAD, Subwords
 from mytorch import backend, fast
 from mytorch.nn import (DecoderBlock, Dropout, Embedding, LabelSmoothedCrossEntropy, LayerNorm, Linear,
                         Module, SinusoidalPositionalEncoding, TransformerBlock)
@@ -208,6 +208,20 @@ class Translator(Module):
             chunk = chunk[:, :max(1, int((chunk != PAD).sum(axis=1).max()))]
             outs.extend(translation_search.search(self, chunk, beams, alpha, max_len, cache))
         return self.subwords.decode(outs)
+
+    def cross_attention(self, source, translation):
+        """The last decoder block's cross-attention while reading `translation` after `source` (two str):
+        (source pieces, target pieces, weights (T, S) averaged over the heads, host float32); target
+        piece t is the one predicted at step t (EOS last), source pieces end with EOS."""
+        x = self.encode_ids([source])
+        y = self.subwords.encode([translation])[0]
+        y_in = np.array([[BOS] + y], dtype=np.int32)
+        twin = detached(self, training=False)
+        twin.forward(x, y_in)
+        A = backend.to_numpy(twin.decoder[-1].cross_attn.A_sig)[0].mean(axis=0)        # (T, S)
+        pieces = self.subwords.sp.id_to_piece
+        return ([pieces(int(i)) for i in x[0, :-1]] + ["</s>"], [pieces(int(i)) for i in y] + ["</s>"],
+                A.astype(np.float32))
 
     # -- files -------------------------------------------------------------------
     def state_arrays(self):

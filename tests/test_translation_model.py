@@ -107,3 +107,15 @@ def test_model_file_carries_its_subwords(tmp_path):
         back.translate("the dog")
     with pytest.raises(ValueError, match="reads at most 39"):
         back.translate(["the dog " * 40])
+
+
+def test_cross_attention_rows_are_distributions_over_the_source(tmp_path):
+    sp = _tiny_subwords()
+    model = _model(V=sp.vocab_size)
+    model.subwords = sp
+    src, tgt, A = model.cross_attention("the dog sees 3 cats .", "the dog sees 4 cats .")
+    assert A.shape == (len(tgt), len(src)) and src[-1] == tgt[-1] == "</s>"
+    np.testing.assert_allclose(A.sum(axis=1), 1, rtol=1e-5)
+    from app.translate_pictures import attention_png
+    attention_png([(src, tgt, A)], tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000

@@ -28,7 +28,6 @@ from .. import config
 from ..config import OPTIMIZERS
 from ..errors import UsageError
 from ..step import train_step
-from ..translate import corpus_scores
 from ..trainer import try_write
 
 DEFAULT_PRESET = "translate"
@@ -142,6 +141,16 @@ def load_splits(path, langs):
         if langs == "en-de":
             splits = pairs.reverse(splits)
     return splits
+
+
+def corpus_scores(hyps, refs, target="en"):
+    """(BLEU, chrF) of hypotheses against one reference each: sacreBLEU's corpus scores, its default
+    tokenisation ("zh" for a Chinese target)."""
+    sacrebleu = require("sacrebleu")
+    tokenize = "zh" if target == "zh" else "13a"
+    bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score
+    chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
+    return float(bleu), float(chrf)
 
 
 def build_model(cfg, vocab_size, seed):
