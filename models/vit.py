@@ -23,8 +23,8 @@ import numbers
 import numpy as np
 
 from mytorch import backend, fast
-from mytorch.nn import (ClassToken, CrossEntropyLoss, Dropout, LayerNorm, LearnedPositionalEmbedding, Linear,
-                        Module, PatchEmbedding, TransformerBlock, softmax)
+from mytorch.nn import (ClassToken, Dropout, LabelSmoothedCrossEntropy, LayerNorm, LearnedPositionalEmbedding,
+                        Linear, Module, PatchEmbedding, TransformerBlock, softmax)
 from mytorch.nn.module import detached
 
 from .checkpoint import load_parameters, parameter_arrays, save_model
@@ -41,7 +41,7 @@ class ViT(Module):
 
     def __init__(self, image_size=28, channels=1, patch=4, num_classes=10, d_model=64, nhead=4, nlayers=6,
                  d_ff=128, dropout=0.0, pool="cls", gelu="tanh", mean=FASHION_MEAN, std=FASHION_STD,
-                 classes=None, seed=0, dtype=np.float32):
+                 classes=None, label_smoothing=0.0, seed=0, dtype=np.float32):
         super().__init__()
         for name, value in (("image_size", image_size), ("channels", channels), ("patch", patch),
                             ("num_classes", num_classes), ("d_model", d_model), ("nhead", nhead),
@@ -52,8 +52,9 @@ class ViT(Module):
             raise ValueError(f"ViT: image_size {image_size} is not a multiple of patch {patch}")
         if pool not in ("cls", "mean"):
             raise ValueError(f"ViT: pool must be 'cls' or 'mean', got {pool!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"ViT: dropout must lie in [0, 1), got {dropout!r}")
+        if not 0 <= dropout < 1 or not 0 <= label_smoothing < 1:
+            raise ValueError(f"ViT: dropout and label_smoothing must lie in [0, 1), got {dropout!r}, "
+                             f"{label_smoothing!r}")
         classes = list(classes) if classes is not None else [str(k) for k in range(num_classes)]
         if len(classes) != num_classes:
             raise ValueError(f"ViT: {len(classes)} class names for {num_classes} classes")
@@ -61,6 +62,8 @@ class ViT(Module):
                            num_classes=int(num_classes), d_model=int(d_model), nhead=int(nhead),
                            nlayers=int(nlayers), d_ff=int(d_ff), dropout=float(dropout), pool=pool,
                            gelu=gelu, mean=float(mean), std=float(std), classes=classes)
+        if label_smoothing:                             # (files written before it have none: 0)
+            self.config["label_smoothing"] = float(label_smoothing)
         self.image_size, self.channels, self.num_classes = int(image_size), int(channels), int(num_classes)
         self.pool, self.mean, self.std, self.classes = pool, float(mean), float(std), classes
         rng = np.random.default_rng(seed)
@@ -76,7 +79,7 @@ class ViT(Module):
         self.head = Linear(d_model, num_classes, dtype=dtype, rng=rng)
         self.head.params["W"].fill(0)
         self.head.params["b"].fill(0)
-        self.loss = CrossEntropyLoss()
+        self.loss = LabelSmoothedCrossEntropy(label_smoothing)     # eps 0: the plain cross-entropy
         self.timer, self.meta, self.vocab = None, {}, None
 
     @property

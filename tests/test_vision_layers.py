@@ -190,3 +190,17 @@ def test_dropout_masks_train_and_eval_is_deterministic(rng):
     m.eval()
     assert_allclose(m.forward(m.prepare(images)), m.forward(m.prepare(images)))
     assert_allclose(m.predict(images), m.predict(images))
+
+
+def test_vit_label_smoothing_is_the_smoothed_cross_entropy_of_its_logits(rng):
+    images = rng.integers(0, 256, (5, 8, 8)).astype(np.uint8)
+    labels = rng.integers(0, 3, 5)
+    model = ViT(image_size=8, patch=4, num_classes=3, d_model=8, nhead=2, nlayers=1, d_ff=8,
+                label_smoothing=0.2, seed=1, dtype=np.float64)
+    model.head.params["W"][...] = rng.standard_normal(model.head.params["W"].shape)
+    loss, _ = model.forward_loss(images, labels)
+    logp = np.log(model.predict(images).astype(np.float64))
+    q = np.full((5, 3), 0.2 / 3)
+    q[np.arange(5), labels] += 0.8
+    assert loss == pytest.approx(-(q * logp).sum(axis=1).mean(), rel=1e-5)
+    assert model.config["label_smoothing"] == 0.2
