@@ -8,7 +8,7 @@
 
 (`mytorch-translate` once the package is installed.) evaluate reads the split the model was trained
 with (dataset.pairs: the same hash cut of the same file, --data as at training), translates every
-source sentence with beam search (--beams, --alpha: the length penalty) and prints corpus BLEU and
+source sentence with beam search (--beams, --alpha: length penalty, --no-repeat) and prints corpus BLEU and
 chrF (sacreBLEU, its default 13a tokenisation; "zh" for a Chinese target) and a few examples;
 --out FILE writes every translation, one a line; --pictures DIR the cross-attention picture. export
 writes P.npz and P.json, its card: the validation and test scores of the file as written, and the
@@ -38,7 +38,9 @@ def parse_args(argv=None):
         q.add_argument("--checkpoint", required=True, help="a translator model file")
     for q in (e, t, x):
         q.add_argument("--beams", type=int, default=4, help="beam size, 1: greedy")
-        q.add_argument("--alpha", type=float, default=0.6, help="length penalty ((5 + L) / 6) ** alpha")
+        q.add_argument("--alpha", type=float, default=1.0, help="length penalty ((5 + L) / 6) ** alpha")
+        q.add_argument("--no-repeat", type=int, default=3, metavar="N",
+                       help="never repeat an N-gram within a translation, 0: off")
     for q in (e, x):
         q.add_argument("--data", help="the file the model was trained on (default: the Ding de-en file)")
     e.add_argument("--split", choices=("test", "valid"), default="test")
@@ -66,12 +68,12 @@ def split_pairs(model, data, split):
     return load_splits(data, f"{model.source}-{model.target}")[split]["sentences"]
 
 
-def score(model, pairs_, beams, alpha):
+def score(model, pairs_, beams, alpha, no_repeat):
     """(hypotheses, BLEU, chrF, seconds) of translating the pairs' sources."""
-    if beams < 1:
-        raise UsageError(f"--beams must be >= 1, got {beams}")
+    if beams < 1 or no_repeat < 0:
+        raise UsageError(f"--beams must be >= 1 and --no-repeat >= 0, got {beams} and {no_repeat}")
     t0 = time.time()
-    hyps = model.translate([s for s, _ in pairs_], beams=beams, alpha=alpha)
+    hyps = model.translate([s for s, _ in pairs_], beams=beams, alpha=alpha, no_repeat=no_repeat)
     seconds = time.time() - t0
     bleu, chrf = corpus_scores(hyps, [r for _, r in pairs_], model.target)
     return hyps, bleu, chrf, seconds
@@ -84,8 +86,9 @@ def evaluate(args):
         if args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}")
         pairs_ = pairs_[:args.limit]
-    hyps, bleu, chrf, seconds = score(model, pairs_, args.beams, args.alpha)
+    hyps, bleu, chrf, seconds = score(model, pairs_, args.beams, args.alpha, args.no_repeat)
     search = "greedy" if args.beams == 1 else f"beam {args.beams}, alpha {args.alpha}"
+    search += f", no repeated {args.no_repeat}-grams" if args.no_repeat else ""
     print(f"{args.checkpoint} on the {args.split} split ({len(pairs_)} sentence pairs, "
           f"{model.source}-{model.target}, {search}): BLEU {bleu:.2f} | chrF {chrf:.2f} | "
           f"{len(pairs_) / seconds:.1f} sentences/s")
@@ -106,11 +109,11 @@ def evaluate(args):
 
 def translate(args):
     model = load_translator(args.checkpoint)
-    if args.beams < 1:
-        raise UsageError(f"--beams must be >= 1, got {args.beams}")
+    if args.beams < 1 or args.no_repeat < 0:
+        raise UsageError(f"--beams must be >= 1 and --no-repeat >= 0, got {args.beams} and {args.no_repeat}")
     sentences = args.sentences or [line.strip() for line in sys.stdin if line.strip()]
     try:
-        for out in model.translate(sentences, beams=args.beams, alpha=args.alpha):
+        for out in model.translate(sentences, beams=args.beams, alpha=args.alpha, no_repeat=args.no_repeat):
             print(out)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -127,10 +130,11 @@ def export(args):
     model.save(path, float16=args.float16, meta=model.meta)
     model = load_translator(path)
     card = {"source": str(args.model), "config": model.config, "meta": model.meta,
-            "storage": "float16" if args.float16 else "float32", "beams": args.beams, "alpha": args.alpha}
+            "storage": "float16" if args.float16 else "float32", "beams": args.beams, "alpha": args.alpha,
+            "no_repeat": args.no_repeat}
     for name in ("valid", "test"):
         pairs_ = split_pairs(model, args.data, name)
-        hyps, bleu, chrf, _ = score(model, pairs_, args.beams, args.alpha)
+        hyps, bleu, chrf, _ = score(model, pairs_, args.beams, args.alpha, args.no_repeat)
         card[f"{name}_bleu"], card[f"{name}_chrf"], card[f"{name}_sentences"] = bleu, chrf, len(pairs_)
         if name == "test":
             refs = [r for _, r in pairs_[:TEST_SLICE]]

@@ -54,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not time torch.nn")
     p.add_argument("--no-plain", action="store_true", help="do not time the plain tier and the no-split step")
     p.add_argument("--no-decode", action="store_true", help="do not time decoding")
+    p.add_argument("--no-train", action="store_true", help="do not time training steps")
     return p.parse_args(argv)
 
 
@@ -117,28 +118,31 @@ def main(argv=None):
     gen = data.loader.batches()
     batches = [next(gen) for _ in range(min(args.batches, len(data.loader)))]
     tokens = [int((y[:, 1:] != 0).sum()) for _, y in batches]
-    steps = {"mytorch": mytorch_step(cfg, V, {})}
-    if not args.no_plain:
+    steps = {} if args.no_train else {"mytorch": mytorch_step(cfg, V, {})}
+    if not args.no_plain and not args.no_train:
         steps["mytorch no split"] = mytorch_step(cfg, V, {"MYTORCH_FAST_SPLIT": "0"})
         steps["mytorch plain"] = mytorch_step(cfg, V, {"MYTORCH_FAST": "0"})
     torch_version = None
-    if not args.no_torch:
+    if not args.no_torch and not args.no_train:
         try:
             import torch
             torch_version = torch.__version__
             steps["torch.nn"] = torch_step(cfg, V, args.threads)
         except ImportError:
             print("torch is not installed (pip install -e '.[bench]'): mytorch alone")
-    ms = time_steps(steps, batches, args)
-    rate = {name: sum(tokens) / sum(v) * 1e3 for name, v in ms.items()}
-    print(f"translation training step ({args.preset}: d {cfg['emsize']}, {cfg['enc_layers']} + "
-          f"{cfg['dec_layers']} blocks, {V} subwords, {len(batches)} batches of "
-          f"~{sum(tokens) / len(tokens):,.0f} target tokens) on {processor_name()}:")
-    for name in steps:
-        print(f"  {name:<16} {sum(ms[name]) / len(ms[name]):8.1f} ms/step  {rate[name]:8,.0f} target tok/s")
-    ratio = rate["mytorch"] / rate["torch.nn"] if "torch.nn" in rate else None
-    if ratio:
-        print(f"  mytorch / torch.nn: {ratio:.2f}x")
+    rate, ratio = {}, None
+    if steps:
+        ms = time_steps(steps, batches, args)
+        rate = {name: sum(tokens) / sum(v) * 1e3 for name, v in ms.items()}
+        print(f"translation training step ({args.preset}: d {cfg['emsize']}, {cfg['enc_layers']} + "
+              f"{cfg['dec_layers']} blocks, {V} subwords, {len(batches)} batches of "
+              f"~{sum(tokens) / len(tokens):,.0f} target tokens) on {processor_name()}:")
+        for name in steps:
+            mean = sum(ms[name]) / len(ms[name])
+            print(f"  {name:<16} {mean:8.1f} ms/step  {rate[name]:8,.0f} target tok/s")
+        ratio = rate["mytorch"] / rate["torch.nn"] if "torch.nn" in rate else None
+        if ratio:
+            print(f"  mytorch / torch.nn: {ratio:.2f}x")
     decode = {}
     if not args.no_decode:
         if args.trained:

@@ -6,7 +6,7 @@ Decoder (one object per batch) owns what decoding carries from step to step:
     memory (R, S, D) and its padding mask, from one encoder pass (eval mode, nothing saved)
     per decoder block {"self": KV cache, growing one position a step, "cross": the memory's K, V,
         projected on the first step only}
-    step(tokens (R,)) -> log-probabilities of the next token (R, V), one new position per row
+    step(tokens (R,)) -> the next token's logits (R, V), one new position per row
     select(rows)      keep / reorder / repeat rows of everything above (beams that survive, sentences
                       that finished dropped from the batch)
 With cache=False, step re-reads the whole prefix through the training path's forward (what decoding
@@ -18,11 +18,13 @@ extends every live beam by every token, keeps the 2 k best candidates per senten
 in EOS among the first k are finished hypotheses, scored log p / lp(L); the k best other candidates
 are the next beams. A sentence is done when its k-th finished score beats what any live beam could
 still reach (its log p / lp(max_len): log p only falls), or at max_len; done sentences leave the batch.
+no_repeat=n > 0 (both searches) never extends a row by a token that would repeat one of its n-grams
+(fairseq's --no-repeat-ngram-size): a small model's loops ("to have to have to have") cannot start.
 Every step is array work over all rows; the loop is over decoding steps only.
 """
 import numpy as np
 
-from dataset.subwords import BOS, EOS, PAD
+from dataset.subwords import BOS, EOS, PAD, UNK
 from mytorch import backend
 from mytorch.nn import log_softmax
 from mytorch.nn.module import detached, peek
@@ -42,7 +44,8 @@ class Decoder:
         self.t = 0
 
     def step(self, tokens):
-        """tokens (R,): each row's last token (BOS first) -> log p(next) (R, V), host float32."""
+        """tokens (R,): each row's last token (BOS first) -> the next token's logits (R, V), host float32
+        (greedy needs only their argmax; beam search takes their log_softmax), -inf at PAD, UNK, BOS."""
         m, xp = self.model, backend.xp()
         tokens = xp.asarray(tokens, dtype=np.int32)
         t = self.t                                                            # this token's position
@@ -56,7 +59,9 @@ class Decoder:
             for block, caches in zip(m.decoder, self.caches):
                 Z = block.forward_step(Z, caches, self.memory, self.pad)
             H = peek(m.ln_dec, Z)[:, 0]                                       # (R, D)
-        return backend.to_numpy(log_softmax(peek(m.out, H)))                 # (R, V)
+        logits = backend.to_numpy(peek(m.out, H))                            # (R, V)
+        logits[:, [PAD, UNK, BOS]] = -np.inf                                  # never a translation's token
+        return logits
 
     def _reread(self):
         m = self.model
@@ -75,24 +80,46 @@ class Decoder:
                     c[key] = c[key][rows]
 
 
-def search(model, src, beams=4, alpha=0.6, max_len=None, cache=True):
+def search(model, src, beams=4, alpha=1.0, max_len=None, cache=True, no_repeat=3):
     """src (B, S) ids -> list of B id lists (without BOS / EOS)."""
     if beams < 1:
         raise ValueError(f"beams must be >= 1, got {beams}")
+    if no_repeat < 0:
+        raise ValueError(f"no_repeat must be >= 0 (0: off), got {no_repeat}")
     B, S = src.shape
     limit = min(model.max_len - 1, max_len or int(1.5 * S) + 10)
     dec = Decoder(model, src, cache)
     if beams == 1:
-        return _greedy(dec, B, limit)
-    return _beam(dec, B, beams, alpha, limit)
+        return _greedy(dec, B, limit, no_repeat)
+    return _beam(dec, B, beams, alpha, limit, no_repeat)
 
 
-def _greedy(dec, B, limit):
+def ban_repeats(scores, hist, n):
+    """scores (R, V), hist (R, t) the rows' tokens so far: -inf (in place) at every token that would end
+    an n-gram already in its row, i.e. follow an earlier occurrence of the row's last n - 1 tokens."""
+    R, t = hist.shape
+    if n < 1 or t < n - 1 or (n == 1 and t == 0):
+        return scores
+    if n == 1:
+        rows, cols = np.repeat(np.arange(R), t), hist.reshape(-1)
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(hist, n - 1, axis=1)[:, :t - n + 1]
+        seen = (windows == hist[:, None, t - n + 1:]).all(axis=2)             # (R, t - n + 1) earlier matches
+        rows, at = np.nonzero(seen)
+        cols = hist[rows, at + n - 1]                                         # the token that followed
+    scores[rows, cols] = -np.inf
+    return scores
+
+
+def _greedy(dec, B, limit, no_repeat):
     out = np.full((B, limit), PAD, dtype=np.int64)
     alive = np.arange(B)
     tokens = np.full(B, BOS)
     for t in range(limit):
-        nxt = dec.step(tokens).argmax(axis=1)                                 # (R,)
+        logits = dec.step(tokens)
+        if no_repeat:
+            ban_repeats(logits, out[alive, :t], no_repeat)
+        nxt = logits.argmax(axis=1)                                           # (R,)
         out[alive, t] = nxt
         going = nxt != EOS
         if not going.any():
@@ -108,7 +135,7 @@ def _lp(length, alpha):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _beam(dec, B, k, alpha, limit):
+def _beam(dec, B, k, alpha, limit, no_repeat):
     dec.select(np.repeat(np.arange(B), k))                                    # R = B k rows
     alive = np.arange(B)                                                      # sentence of each row group
     score = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], (B, 1))              # (n, k): beam 0 alone at first
@@ -118,7 +145,9 @@ def _beam(dec, B, k, alpha, limit):
     tokens = np.full(B * k, BOS)
     for t in range(limit):
         n = len(alive)
-        logp = dec.step(tokens).astype(np.float64)                            # (n k, V)
+        logp = log_softmax(dec.step(tokens).astype(np.float64))               # (n k, V)
+        if no_repeat:
+            ban_repeats(logp, hist.reshape(n * k, -1), no_repeat)
         V = logp.shape[1]
         cand = (score[:, :, None] + logp.reshape(n, k, V)).reshape(n, k * V)  # (n, k V)
         top = np.argpartition(-cand, 2 * k - 1, axis=1)[:, :2 * k]            # the 2k best, unordered

@@ -90,6 +90,6 @@ def test_data_and_command_mistakes_are_one_line(tsv, reference, tmp_path, capsys
     assert "bad.tsv:2: expected `source<TAB>target`" in capsys.readouterr().err
     model = str(reference / "best.npz")
     assert translate_cmd.main(["translate", "--checkpoint", model, "--beams", "0", "x"]) == 2
-    assert "--beams must be >= 1" in capsys.readouterr().err
+    assert "--beams must be >= 1 and --no-repeat >= 0" in capsys.readouterr().err
     assert train.main(["--task", "translate", "--preset", "list"]) == 0
     assert capsys.readouterr().out.startswith("translate ")

@@ -29,10 +29,13 @@ def _src(rng, V, B=5, S=7):
 
 
 def _full_logp(model, src, prefix):
-    """log p(next | prefix) by the training path: the whole prefix re-read (eval mode)."""
+    """log p(next | prefix) by the training path: the whole prefix re-read (eval mode), over the tokens a
+    translation may hold (PAD, UNK and BOS never: decoding's rule)."""
     m = model.eval()
     y_in = np.concatenate([np.full((len(src), 1), BOS, np.int32), np.asarray(prefix, np.int32)], axis=1)
-    return log_softmax(m.forward(src, y_in)[:, -1].astype(np.float64))
+    logits = m.forward(src, y_in)[:, -1].astype(np.float64)
+    logits[:, :EOS] = -np.inf
+    return log_softmax(logits)
 
 
 def test_cached_step_equals_rereading_the_prefix(rng):
@@ -41,7 +44,7 @@ def test_cached_step_equals_rereading_the_prefix(rng):
     dec = search.Decoder(model, src)
     tokens, prefix = np.full(len(src), BOS), np.zeros((len(src), 0), np.int32)
     for _ in range(5):
-        got = dec.step(tokens)
+        got = log_softmax(dec.step(tokens).astype(np.float64))
         np.testing.assert_allclose(got, _full_logp(model, src, prefix), atol=2e-5)
         tokens = rng.integers(EOS + 1, 23, len(src))
         prefix = np.concatenate([prefix, tokens[:, None].astype(np.int32)], axis=1)
@@ -50,7 +53,7 @@ def test_cached_step_equals_rereading_the_prefix(rng):
 def test_greedy_is_the_argmax_path_and_rows_leave_at_eos(rng):
     model = _model(seed=1)
     src = _src(rng, 23)
-    got = search.search(model, src, beams=1, max_len=12)
+    got = search.search(model, src, beams=1, max_len=12, no_repeat=0)
     for b in range(len(src)):                                     # sentence by sentence, by hand
         prefix = []
         for _ in range(12):
@@ -59,15 +62,15 @@ def test_greedy_is_the_argmax_path_and_rows_leave_at_eos(rng):
                 break
             prefix.append(nxt)
         assert got[b] == [t for t in prefix if t > EOS]
-    assert search.search(model, src, beams=1, max_len=12, cache=False) == got
+    assert search.search(model, src, beams=1, max_len=12, cache=False, no_repeat=0) == got
 
 
 def test_beam_search_finds_at_least_greedys_score_and_matches_without_cache(rng):
     model = _model(seed=2)
     src = _src(rng, 23, B=4)
-    greedy = search.search(model, src, beams=1, max_len=10)
-    beam = search.search(model, src, beams=4, alpha=0.0, max_len=10)
-    assert search.search(model, src, beams=4, alpha=0.0, max_len=10, cache=False) == beam
+    greedy = search.search(model, src, beams=1, max_len=10, no_repeat=0)
+    beam = search.search(model, src, beams=4, alpha=0.0, max_len=10, no_repeat=0)
+    assert search.search(model, src, beams=4, alpha=0.0, max_len=10, cache=False, no_repeat=0) == beam
 
     def logp(b, seq):                                             # the sequence's log p, EOS included
         total, prefix = 0.0, []
@@ -119,3 +122,20 @@ def test_cross_attention_rows_are_distributions_over_the_source(tmp_path):
     from app.translate_pictures import attention_png
     attention_png([(src, tgt, A)], tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_no_repeat_bans_exactly_the_tokens_that_would_repeat_an_ngram():
+    hist = np.array([[5, 6, 7, 5, 6], [5, 6, 5, 6, 5], [4, 4, 4, 4, 4]])
+    got = search.ban_repeats(np.zeros((3, 10)), hist, 3)
+    # row 0: "5 6" was followed by 7; row 1: "6 5" was followed by 6; row 2: "4 4" by 4
+    assert [list(np.flatnonzero(np.isinf(r))) for r in got] == [[7], [6], [4]]
+    assert np.isinf(search.ban_repeats(np.zeros((1, 10)), np.array([[3, 8]]), 1)[0]).sum() == 2
+    assert not np.isinf(search.ban_repeats(np.zeros((1, 10)), np.array([[3]]), 3)).any()
+
+
+def test_no_repeated_trigram_in_any_translation(rng):
+    model = _model(seed=4)
+    for beams in (1, 3):
+        for out in search.search(model, _src(rng, 23, B=6), beams=beams, max_len=20, no_repeat=3):
+            grams = [tuple(out[i:i + 3]) for i in range(len(out) - 2)]
+            assert len(grams) == len(set(grams))
