@@ -208,6 +208,16 @@ def run_checks(cfg):
     ]
 
 
+def resolve_preset(presets, flags, preset, args, task):
+    """presets[preset] with every one of `flags` that args gives (not None) applied (a copy); UsageError
+    naming --task's presets for an unknown one."""
+    if preset not in presets:
+        raise UsageError(f"--preset {preset}: the presets of --task {task} are {', '.join(sorted(presets))}")
+    cfg = dict(presets[preset])
+    cfg.update({key: getattr(args, key) for key in flags if getattr(args, key, None) is not None})
+    return cfg
+
+
 def check(cfg, checks):
     """cfg itself, or UsageError with the message of the first (ok, message) of checks that failed."""
     for ok, msg in checks:

@@ -166,6 +166,52 @@ def environment(settings):
         yield
 
 
+def train_for(minutes, loader, opt, peak_lr, warmup, step, count, log_every, unit):
+    """The anchors' loop: torch steps on the loader's epochs until `minutes` of stepping are spent.
+
+    step(x, y) -> loss takes one step; count(y) -> the items it read (images, target tokens). The
+    learning rate warms up linearly over `warmup` steps, then follows the cosine over the seconds:
+    peak (1 + cos(pi t / budget)) / 2 after t of the budget's seconds. -> (steps, items, seconds).
+    """
+    import math
+    budget, trained, steps, items, loss_sum, epoch = 60 * minutes, 0.0, 0, 0, 0.0, 0
+    while trained < budget:
+        loader.set_epoch(epoch)
+        for x, y in loader.batches():
+            t0 = time.perf_counter()
+            lr = (peak_lr * (steps + 1) / warmup if steps < warmup
+                  else peak_lr * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0))))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss_sum += step(x, y)
+            trained += time.perf_counter() - t0
+            steps, items = steps + 1, items + count(y)
+            if steps % log_every == 0:
+                print(f"| epoch {epoch + 1} | batch {steps} | lr {lr:.2e} | {items / trained:,.0f} {unit}/s "
+                      f"| loss {loss_sum / log_every:.4f} | {trained / 60:.1f} of {minutes:g} min",
+                      flush=True)
+                loss_sum = 0.0
+            if trained >= budget:
+                break
+        epoch += 1
+    return steps, items, trained
+
+
+def fast_tier_step(build, cfg, settings):
+    """A closure taking one training step of the model build() makes (app.step.train_step, through
+    mytorch.fast.batch_split) on (x, y) -> the loss, built and run under the fast-tier `settings`."""
+    from mytorch import fast
+    with environment(settings):
+        model = build()
+        opt = build_optimizer(cfg, model)
+        stepper = fast.batch_split(model)
+
+    def step(x, y):
+        with environment(settings):
+            return train_step(stepper, opt, x, y, cfg["clip"])[0]
+    return step
+
+
 def time_mytorch(cfg, batches):
     """-> dict(step_ms={variant: [...]}, phases={name: median ms}, phase_sum_ms, peak_rss_mb, loss, ...).
 

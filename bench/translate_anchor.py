@@ -13,11 +13,9 @@ scores the validation and test sentences with sacreBLEU. torch.set_num_threads(-
 The last line is one JSON object (minutes, epochs, tokens_per_s, valid/test BLEU and chrF, processor).
 """
 import json
-import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .config import Parser, UsageError  # noqa: F401  (puts the repository root on sys.path)
@@ -26,7 +24,7 @@ from app.tasks import translate as task  # noqa: E402
 from dataset import pairs  # noqa: E402
 
 from . import torch_translate  # noqa: E402
-from .timing import processor_name  # noqa: E402
+from .timing import processor_name, train_for  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -68,27 +66,9 @@ def main(argv=None):
     sp, loader = data.subwords, data.loader
     model = torch_translate.build(cfg, sp.vocab_size, seed=args.seed)
     opt = torch_translate.optimizer(model, cfg)
-    budget, warmup = 60 * args.minutes, cfg["lr_warmup"]
-    trained, step, epoch, tokens, loss_sum = 0.0, 0, 0, 0, 0.0
-    while trained < budget:
-        loader.set_epoch(epoch)
-        for x, y in loader.batches():
-            t0 = time.perf_counter()
-            lr = (cfg["lr"] * (step + 1) / warmup if step < warmup
-                  else cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0))))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss_sum += torch_translate.step(model, opt, x, y, cfg)
-            trained += time.perf_counter() - t0
-            step, tokens = step + 1, tokens + int((y[:, 1:] != 0).sum())
-            if step % args.log_every == 0:
-                print(f"| epoch {epoch + 1} | batch {step} | lr {lr:.2e} | {tokens / trained:,.0f} tok/s | "
-                      f"loss {loss_sum / args.log_every:.4f} | {trained / 60:.1f} of {args.minutes:g} min",
-                      flush=True)
-                loss_sum = 0.0
-            if trained >= budget:
-                break
-        epoch += 1
+    step, tokens, trained = train_for(args.minutes, loader, opt, cfg["lr"], cfg["lr_warmup"],
+                                      lambda x, y: torch_translate.step(model, opt, x, y, cfg),
+                                      lambda y: int((y[:, 1:] != 0).sum()), args.log_every, "tok")
     target = cfg["langs"].split("-")[1]
     valid = scores(model, sp, splits["valid"]["sentences"], target)
     test = scores(model, sp, splits["test"]["sentences"], target)

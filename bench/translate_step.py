@@ -29,13 +29,11 @@ from pathlib import Path
 
 from .config import Parser  # (puts the repository root on sys.path)
 
-from app.config import build_optimizer  # noqa: E402
-from app.step import train_step  # noqa: E402
 from app.tasks import translate as task  # noqa: E402
 from mytorch import fast  # noqa: E402
 
 from . import torch_translate  # noqa: E402
-from .timing import environment, processor_name  # noqa: E402
+from .timing import fast_tier_step, processor_name  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,15 +57,7 @@ def parse_args(argv=None):
 
 
 def mytorch_step(cfg, vocab_size, settings):
-    with environment(settings):
-        model = task.build_model(cfg, vocab_size, seed=0)
-        opt = build_optimizer(cfg, model)
-        stepper = fast.batch_split(model)
-
-    def step(x, y):
-        with environment(settings):
-            return train_step(stepper, opt, x, y, cfg["clip"])[0]
-    return step
+    return fast_tier_step(lambda: task.build_model(cfg, vocab_size, seed=0), cfg, settings)
 
 
 def torch_step(cfg, vocab_size, threads):

@@ -13,10 +13,8 @@ training), and training stops when they are spent. Then the validation and test 
 The last line is one JSON object (minutes, epochs, images_per_s, valid_acc, test_acc, processor).
 """
 import json
-import math
 import os
 import sys
-import time
 
 from .config import Parser, UsageError  # noqa: F401  (puts the repository root on sys.path)
 
@@ -26,7 +24,7 @@ from dataset.images import ImageLoader  # noqa: E402
 from models.vit import FASHION_MEAN, FASHION_STD  # noqa: E402
 
 from . import torch_vit  # noqa: E402
-from .timing import processor_name  # noqa: E402
+from .timing import processor_name, train_for  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -66,28 +64,12 @@ def main(argv=None):
                          pad=cfg["pad"], flip=cfg["flip"])
     model = torch_vit.build(cfg, seed=args.seed)
     opt = torch_vit.optimizer(model, cfg)
-    budget, warmup = 60 * args.minutes, cfg["lr_warmup"]
-    trained, step, epoch, images, loss_sum = 0.0, 0, 0, 0, 0.0
-    while trained < budget:
-        loader.set_epoch(epoch)
-        for x, y in loader.batches():
-            t0 = time.perf_counter()
-            lr = (cfg["lr"] * (step + 1) / warmup if step < warmup
-                  else cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0))))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss_sum += torch_vit.step(model, opt, torch_vit.to_input(x, FASHION_MEAN, FASHION_STD),
-                                       torch.from_numpy(y), cfg["clip"])
-            trained += time.perf_counter() - t0
-            step, images = step + 1, images + len(y)
-            if step % args.log_every == 0:
-                print(f"| epoch {epoch + 1} | batch {step} | lr {lr:.2e} | {images / trained:,.0f} img/s | "
-                      f"loss {loss_sum / args.log_every:.4f} | {trained / 60:.1f} of {args.minutes:g} min",
-                      flush=True)
-                loss_sum = 0.0
-            if trained >= budget:
-                break
-        epoch += 1
+
+    def step(x, y):
+        X = torch_vit.to_input(x, FASHION_MEAN, FASHION_STD)
+        return torch_vit.step(model, opt, X, torch.from_numpy(y), cfg["clip"])
+    _, images, trained = train_for(args.minutes, loader, opt, cfg["lr"], cfg["lr_warmup"], step, len,
+                                   args.log_every, "img")
     valid = accuracy(model, data["valid"].images, data["valid"].labels, torch)
     test = accuracy(model, data["test"].images, data["test"].labels, torch)
     epochs = images / len(data["train"].labels)

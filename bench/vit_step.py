@@ -29,14 +29,12 @@ from .config import Parser  # (puts the repository root on sys.path)
 
 import numpy as np  # noqa: E402
 
-from app.config import build_optimizer  # noqa: E402
-from app.step import train_step  # noqa: E402
 from app.tasks.vision import PRESETS, build_model  # noqa: E402
 from models.vit import FASHION_MEAN, FASHION_STD  # noqa: E402
 from mytorch import fast  # noqa: E402
 
 from . import torch_vit  # noqa: E402
-from .timing import environment, processor_name  # noqa: E402
+from .timing import fast_tier_step, processor_name  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -55,15 +53,7 @@ def parse_args(argv=None):
 
 def mytorch_step(cfg, settings):
     """A closure taking one mytorch step on (x, y), built under the fast-tier `settings`."""
-    with environment(settings):
-        model = build_model(cfg, seed=0)
-        opt = build_optimizer(cfg, model)
-        stepper = fast.batch_split(model)
-
-    def step(x, y):
-        with environment(settings):
-            return train_step(stepper, opt, x, y, cfg["clip"])[0]
-    return step
+    return fast_tier_step(lambda: build_model(cfg, seed=0), cfg, settings)
 
 
 def torch_step(cfg, threads):

@@ -27,7 +27,7 @@ from mytorch import fast
 from .. import config
 from ..config import OPTIMIZERS
 from ..errors import UsageError
-from ..step import train_step
+from .stateless import StatelessTask
 from ..trainer import try_write
 
 DEFAULT_PRESET = "translate"
@@ -93,15 +93,7 @@ def describe_presets():
 
 def resolve(preset, args):
     """PRESETS[preset] with every flag of args that is not None applied (a copy)."""
-    if preset not in PRESETS:
-        raise UsageError(f"--preset {preset}: the presets of --task translate are "
-                         f"{', '.join(sorted(PRESETS))}")
-    cfg = dict(PRESETS[preset])
-    for key in FLAGS:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    return cfg
+    return config.resolve_preset(PRESETS, FLAGS, preset, args, "translate")
 
 
 def validate_run(cfg):
@@ -167,7 +159,7 @@ def open_task(cfg, exp_dir):
     return Task(cfg, exp_dir, load_splits(cfg["data"], cfg["langs"]))
 
 
-class Task:
+class Task(StatelessTask):
     """The translator, its token batches and the validation sentences (see app.tasks for the interface)."""
 
     unit, metric, higher_is_better, metric_name = "tok", "valid_bleu", True, "validation BLEU (greedy)"
@@ -230,18 +222,6 @@ class Task:
     @staticmethod
     def format_metric(value):
         return f"{value:.2f}"
-
-    def extra_arrays(self):
-        return {}
-
-    def load_extra(self, arrays):
-        pass
-
-    def end_epoch(self):
-        pass
-
-    def train_step(self, opt, x, y, clip):
-        return train_step(self.stepper, opt, x, y, clip)
 
     def evaluate(self, epoch, say):
         """NLL per target token, and greedy BLEU / chrF, on the validation sentences (64 in a dry run)."""

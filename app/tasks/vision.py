@@ -22,7 +22,7 @@ from mytorch.nn import log_softmax
 from .. import config
 from ..config import OPTIMIZERS
 from ..errors import UsageError
-from ..step import train_step
+from .stateless import StatelessTask
 
 DEFAULT_PRESET = "vit"
 DEFAULT_PRESET_HELP = "vit"
@@ -83,14 +83,7 @@ def describe_presets():
 
 def resolve(preset, args):
     """PRESETS[preset] with every flag of args that is not None applied (a copy)."""
-    if preset not in PRESETS:
-        raise UsageError(f"--preset {preset}: the presets of --task vit are {', '.join(sorted(PRESETS))}")
-    cfg = dict(PRESETS[preset])
-    for key in FLAGS:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    return cfg
+    return config.resolve_preset(PRESETS, FLAGS, preset, args, "vit")
 
 
 def validate_run(cfg):
@@ -133,7 +126,7 @@ def open_task(cfg, exp_dir):
         raise UsageError(f"{err} in {cfg['data']}") from None
 
 
-class Task:
+class Task(StatelessTask):
     """The ViT, its augmented batches and the validation images (see app.tasks for the interface)."""
 
     unit, metric, higher_is_better, metric_name = "img", "valid_acc", True, "validation accuracy"
@@ -165,18 +158,6 @@ class Task:
     @staticmethod
     def format_metric(value):
         return f"{100 * value:.2f}%"
-
-    def extra_arrays(self):
-        return {}
-
-    def load_extra(self, arrays):
-        pass
-
-    def end_epoch(self):
-        pass
-
-    def train_step(self, opt, x, y, clip):
-        return train_step(self.stepper, opt, x, y, clip)
 
     def evaluate(self, epoch, say):
         """Loss and accuracy on the validation images (the first 256 in a dry run)."""
