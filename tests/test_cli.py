@@ -291,7 +291,7 @@ def console_scripts():
 def test_the_console_scripts_name_the_commands_mains():
     scripts = console_scripts()
     assert set(scripts) == {"mytorch-train", "mytorch-generate", "mytorch-predict", "mytorch-evaluate",
-                            "mytorch-vision"}
+                            "mytorch-vision", "mytorch-translate"}
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), target
