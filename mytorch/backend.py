@@ -15,6 +15,8 @@ active backend.
     to_device(a), to_numpy(a)       move arrays to the active backend / back to host
     scatter_add(a, idx, v)          a[idx] += v with repeated idx adding up
 """
+import threading
+
 import numpy as np
 
 try:  # CuPy is optional: the `gpu` extra installs it.
@@ -136,7 +138,7 @@ def scatter_add(a, indices, values):
     return a
 
 
-_SCRATCH = {}
+_SCRATCH = threading.local()        # matmul_accumulate's scratch buffers, one set per thread
 
 
 def matmul_accumulate(out, a, b):
@@ -147,12 +149,15 @@ def matmul_accumulate(out, a, b):
     every step would cost page faults, and BLAS's own beta = 1 accumulation is
     only reachable through a second BLAS library (scipy's) whose threads fight
     NumPy's for the cores (measured: the projection backward ran 2x slower).
+    The buffers are per thread: a batch split over threads (mytorch.fast.split) runs
+    two backwards at once, and one shared buffer let each thread add the other's product.
     """
     xp = get_array_module(out)
-    key = (out.shape, out.dtype.str, is_cupy(out))
-    scratch = _SCRATCH.get(key)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})     # this thread's own: threads may run
+    key = (out.shape, out.dtype.str, is_cupy(out))             # backward at once (mytorch.fast.split)
+    scratch = buffers.get(key)
     if scratch is None:
-        scratch = _SCRATCH[key] = xp.empty_like(out)
+        scratch = buffers[key] = xp.empty_like(out)
     xp.matmul(a, b, out=scratch)
     out += scratch
     return out

@@ -71,3 +71,21 @@ def test_the_split_step_weighs_shares_by_target_tokens(rng, k):
     got = [loss] + [g for _, _, g in model.named_parameters()]
     for a, b in zip(want, got):
         assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_the_split_step_is_the_whole_batchs_every_time_in_float32(rng):
+    """Two threads run backward at once: a scratch buffer shared between them (backend.matmul_accumulate's,
+    once) made the gradients differ from run to run. float32 at a realistic width, a fresh split each time
+    (the threads then run in step, on the same shapes)."""
+    x, y = _batch(rng, 40, 32, 12, 12)
+    for seed in range(6):
+        model = Translator(40, d_model=32, nhead=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0,
+                           seed=seed)
+        want = _loss_and_grads(model, x, y)
+        step = split.BatchSplit(model, 2)
+        step.zero_grad()
+        loss, _ = step.forward_loss(x, y)
+        step.backward_loss()
+        got = [loss] + [g for _, _, g in model.named_parameters()]
+        for a, b in zip(want, got):
+            assert_allclose(a, b, rtol=2e-4, atol=2e-6)
