@@ -68,10 +68,14 @@ def split_pairs(model, data, split):
     return load_splits(data, f"{model.source}-{model.target}")[split]["sentences"]
 
 
-def score(model, pairs_, beams, alpha, no_repeat):
-    """(hypotheses, BLEU, chrF, seconds) of translating the pairs' sources."""
+def check_search(beams, no_repeat):
     if beams < 1 or no_repeat < 0:
         raise UsageError(f"--beams must be >= 1 and --no-repeat >= 0, got {beams} and {no_repeat}")
+
+
+def score(model, pairs_, beams, alpha, no_repeat):
+    """(hypotheses, BLEU, chrF, seconds) of translating the pairs' sources."""
+    check_search(beams, no_repeat)
     t0 = time.time()
     hyps = model.translate([s for s, _ in pairs_], beams=beams, alpha=alpha, no_repeat=no_repeat)
     seconds = time.time() - t0
@@ -109,8 +113,7 @@ def evaluate(args):
 
 def translate(args):
     model = load_translator(args.checkpoint)
-    if args.beams < 1 or args.no_repeat < 0:
-        raise UsageError(f"--beams must be >= 1 and --no-repeat >= 0, got {args.beams} and {args.no_repeat}")
+    check_search(args.beams, args.no_repeat)
     sentences = args.sentences or [line.strip() for line in sys.stdin if line.strip()]
     try:
         for out in model.translate(sentences, beams=args.beams, alpha=args.alpha, no_repeat=args.no_repeat):

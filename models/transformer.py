@@ -115,7 +115,7 @@ class TransformerLM(LanguageModelBase):
     def drops(self):
         """Every dropout layer: the embedding's, then per block the attention weights' and the two
         residual branches'. They share one Generator; the trainer saves and restores .rng of each."""
-        return [self.drop] + [d for b in self.blocks for d in (b.attn.attn_dropout, b.drop1, b.drop2)]
+        return [self.drop] + [d for b in self.blocks for d in b.drops]
 
     @staticmethod
     def matmul_flops_per_token(vocab_size, d_model, nlayers, T, training=True):

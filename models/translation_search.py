@@ -53,7 +53,7 @@ class Decoder:
             self.prefix = xp.concatenate([self.prefix, tokens[:, None]], axis=1)
         self.t += 1
         if not self.cache:
-            H = m.ln_dec.forward(self._reread())[:, -1]                       # (R, D)
+            H = m.decode(self.prefix, self.memory, self.pad)[:, -1]           # (R, D): the whole prefix
         else:
             Z = m.tgt_embed.forward(tokens[:, None]) * m.scale + m.pos.forward(1, offset=t)
             for block, caches in zip(m.decoder, self.caches):
@@ -62,13 +62,6 @@ class Decoder:
         logits = backend.to_numpy(peek(m.out, H))                            # (R, V)
         logits[:, [PAD, UNK, BOS]] = -np.inf                                  # never a translation's token
         return logits
-
-    def _reread(self):
-        m = self.model
-        Z = m.tgt_embed.forward(self.prefix) * m.scale + m.pos.forward(self.prefix.shape[1])
-        for block in m.decoder:
-            Z = block.forward(Z, self.memory, self.pad)
-        return Z
 
     def select(self, rows):
         """Keep rows (an index array: a subset, a reordering or repeats) of every array carried."""

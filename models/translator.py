@@ -82,7 +82,8 @@ class Translator(Module):
         if tied:
             self._tie(self.out, self.src_embed)
         self.out.params["b"].fill(0)
-        self.loss = LabelSmoothedCrossEntropy(label_smoothing, ignore_index=PAD)
+        # the loss writes into the logits buffer (nothing reads the logits after it)
+        self.loss = LabelSmoothedCrossEntropy(label_smoothing, ignore_index=PAD, inplace=True)
         self.subwords, self.timer, self.meta, self.vocab = None, None, {}, None
 
     @staticmethod
@@ -93,9 +94,7 @@ class Translator(Module):
     @property
     def drops(self):
         """Every dropout layer (one Generator): the trainer saves and restores each one's .rng."""
-        return ([self.src_drop, self.tgt_drop]
-                + [d for b in self.encoder for d in (b.attn.attn_dropout, b.drop1, b.drop2)]
-                + [d for b in self.decoder for d in b.drops])
+        return [self.src_drop, self.tgt_drop] + [d for b in self.encoder + self.decoder for d in b.drops]
 
     def lap(self, phase):
         """The benchmark's phase timer hook (app.step calls it); a no-op unless a timer is set."""
@@ -129,11 +128,17 @@ class Translator(Module):
         self._check(y_in, "target")
         memory, pad = self.encode(src)
         self.lap("encoder")
+        H = self.decode(y_in, memory, pad)
+        self.lap("layers_forward")
+        return self.out.forward(H)                                           # (B, T, V)
+
+    def decode(self, y_in, memory, pad):
+        """y_in (B, T) ids, memory (B, S, D), pad (B, S) -> the decoder's output (B, T, D), after its
+        LayerNorm; saves for backward (encode must have run: it sets the dropout mode)."""
         Z = self._embed(self.tgt_embed, self.tgt_drop, y_in)
         for block in self.decoder:
             Z = block.forward(Z, memory, pad)
-        self.lap("layers_forward")
-        return self.out.forward(self.ln_dec.forward(Z))                      # (B, T, V)
+        return self.ln_dec.forward(Z)
 
     def backward(self, dlogits):
         """dL/dlogits (B, T, V) -> None (ids have no gradient); every parameter's gradient added.
@@ -180,7 +185,7 @@ class Translator(Module):
     def nll(self, x, y):
         """Summed plain NLL (no smoothing) and token count of a batch, in eval mode, saving nothing."""
         twin = detached(self, training=False)
-        twin.loss = LabelSmoothedCrossEntropy(0.0, ignore_index=PAD)
+        twin.loss = LabelSmoothedCrossEntropy(0.0, ignore_index=PAD, inplace=True)
         twin.forward_loss(x, y)
         return twin.loss.nll, twin.loss.count
 

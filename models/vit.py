@@ -85,7 +85,7 @@ class ViT(Module):
     @property
     def drops(self):
         """Every dropout layer (one Generator): the trainer saves and restores each one's .rng."""
-        return [self.drop] + [d for b in self.blocks for d in (b.attn.attn_dropout, b.drop1, b.drop2)]
+        return [self.drop] + [d for b in self.blocks for d in b.drops]
 
     def lap(self, phase):
         """The benchmark's phase timer hook (app.step calls it); a no-op unless a timer is set."""

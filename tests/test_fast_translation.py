@@ -37,6 +37,14 @@ def _loss_and_grads(model, x, y):
     return [loss] + [g.copy() for _, _, g in model.named_parameters()]
 
 
+def _split_loss_and_grads(model, x, y, k):
+    step = split.BatchSplit(model, k)
+    step.zero_grad()
+    loss, _ = step.forward_loss(x, y)
+    step.backward_loss()
+    return [loss] + [g for _, _, g in model.named_parameters()]
+
+
 def test_the_fast_decoder_block_is_built_from_the_twins(monkeypatch):
     monkeypatch.delenv("MYTORCH_FAST", raising=False)
     monkeypatch.delenv("MYTORCH_FAST_BLOCK", raising=False)
@@ -64,12 +72,7 @@ def test_the_split_step_weighs_shares_by_target_tokens(rng, k):
     y[:split.MIN_ROWS, 2] = EOS
     model = _model()
     want = _loss_and_grads(model, x, y)
-    step = split.BatchSplit(model, k)
-    step.zero_grad()
-    loss, _ = step.forward_loss(x, y)
-    step.backward_loss()
-    got = [loss] + [g for _, _, g in model.named_parameters()]
-    for a, b in zip(want, got):
+    for a, b in zip(want, _split_loss_and_grads(model, x, y, k)):
         assert_allclose(a, b, rtol=1e-10, atol=1e-13)
 
 
@@ -82,10 +85,5 @@ def test_the_split_step_is_the_whole_batchs_every_time_in_float32(rng):
         model = Translator(40, d_model=32, nhead=2, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0,
                            seed=seed)
         want = _loss_and_grads(model, x, y)
-        step = split.BatchSplit(model, 2)
-        step.zero_grad()
-        loss, _ = step.forward_loss(x, y)
-        step.backward_loss()
-        got = [loss] + [g for _, _, g in model.named_parameters()]
-        for a, b in zip(want, got):
+        for a, b in zip(want, _split_loss_and_grads(model, x, y, 2)):
             assert_allclose(a, b, rtol=2e-4, atol=2e-6)

@@ -106,6 +106,10 @@ def test_label_smoothed_cross_entropy(seed):
     assert crit.count == keep.sum()
     dZ = crit.backward()
     assert np.all(dZ[~keep] == 0)
+    buffer = Z.copy()                                              # in place: the logits become dZ
+    inplace = LabelSmoothedCrossEntropy(eps, ignore_index=0, inplace=True)
+    assert inplace.forward(buffer, y) == loss and inplace.backward() is buffer
+    assert_allclose(buffer, dZ, rtol=0, atol=0)
     check_gradient(lambda: LabelSmoothedCrossEntropy(eps, ignore_index=0).forward(Z.copy(), y), Z, dZ)
 
 

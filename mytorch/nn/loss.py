@@ -177,44 +177,47 @@ class LabelSmoothedCrossEntropy:
 
     Row loss, with lse = log sum_c exp Z_c:  -sum_c q_c (Z_c - lse) = lse - (1 - eps) Z_y - eps mean_c Z_c
     (sum_c q_c = 1). .nll after forward: the kept rows' summed plain NLL (lse - Z_y), float64; .count: n.
+    Forward keeps E = exp(Z - m) and its row sums s, never p itself: backward writes
+    dZ = E (k / (n s)) - (k / n) q  (k = 1 on kept rows, 0 elsewhere) in two passes over E. With
+    inplace=True, E is the caller's logits buffer (as CrossEntropyLoss's): no (N, C) array allocated.
     """
 
-    def __init__(self, smoothing=0.0, ignore_index=None):
+    def __init__(self, smoothing=0.0, ignore_index=None, inplace=False):
         if not 0 <= smoothing < 1:
             raise ValueError(f"LabelSmoothedCrossEntropy: smoothing must lie in [0, 1), got {smoothing}")
-        self.eps, self.ignore_index = float(smoothing), ignore_index
-        self.P = None
+        self.eps, self.ignore_index, self.inplace = float(smoothing), ignore_index, inplace
+        self.E = None
 
     def forward(self, Z, y):
         xp = backend.get_array_module(Z)
         CrossEntropyLoss._check(Z, y if self.ignore_index is None else xp.where(y == self.ignore_index, 0, y))
-        N, C = Z.shape
+        N = Z.shape[0]
         keep = xp.ones(N, dtype=bool) if self.ignore_index is None else (y != self.ignore_index)   # (N,)
         yk = xp.where(keep, y, 0)
         rows = xp.arange(N)
-        target = Z[rows, yk].astype(np.float64)                               # (N,)
-        mean_z = Z.mean(axis=1, dtype=np.float64)                             # (N,)
-        P = xp.empty_like(Z)
-        m = exp_shifted(Z, out=P)                                             # P = exp(Z - m)
-        s = P.sum(axis=1, dtype=np.float64)                                   # (N,)
+        target = Z[rows, yk].astype(np.float64)                               # (N,) read before Z is
+        mean_z = Z.mean(axis=1, dtype=np.float64)                             # overwritten
+        E = Z if self.inplace else xp.empty_like(Z)
+        m = exp_shifted(Z, out=E)                                             # E = exp(Z - m)
+        s = E.sum(axis=1, dtype=np.float64)                                   # (N,)
         lse = xp.log(s) + m[:, 0]
-        P /= s.astype(P.dtype)[:, None]                                       # softmax
         self.count = int(keep.sum())
         n = max(self.count, 1)
         row = lse - (1 - self.eps) * target - self.eps * mean_z               # (N,)
         self.nll = float(((lse - target) * keep).sum())
-        self.P, self.y, self.keep, self.rows, self.n = P, yk, keep, rows, n
+        self.E, self.s, self.y, self.keep, self.rows, self.n = E, s, yk, keep, rows, n
         return float((row * keep).sum() / n)
 
     def backward(self, dLdloss=1.0):
-        """dZ = (p - q) * dLdloss / n on kept rows (q = (1 - eps) onehot(y) + eps / C), 0 elsewhere."""
-        if self.P is None:
+        """dZ = (E / s - q) * k dLdloss / n  (q = (1 - eps) onehot(y) + eps / C, k: kept), written into E."""
+        if self.E is None:
             raise RuntimeError("LabelSmoothedCrossEntropy.backward needs a forward first")
-        dZ, C = self.P, self.P.shape[1]
-        dZ -= self.eps / C
-        dZ[self.rows, self.y] -= 1 - self.eps
-        dZ *= (self.keep * (dLdloss / self.n)).astype(dZ.dtype)[:, None]
-        self.P = None
+        dZ, C = self.E, self.E.shape[1]
+        c = self.keep * (dLdloss / self.n)                                   # (N,) 0 on ignored rows
+        dZ *= (c / self.s).astype(dZ.dtype)[:, None]                          # softmax * k / n
+        dZ -= (c * (self.eps / C)).astype(dZ.dtype)[:, None]
+        dZ[self.rows, self.y] -= (c * (1 - self.eps)).astype(dZ.dtype)
+        self.E = None                                                         # the buffer is the caller's
         return dZ
 
     __call__ = forward

@@ -48,6 +48,11 @@ class TransformerBlock(Module):
         self.proj = Linear(d_ff, d_model, dtype=dtype, rng=rng)            # W2 (D, F), b2 (D,)
         self.drop2 = Dropout(dropout, rng=rng)
 
+    @property
+    def drops(self):
+        """The block's dropout layers: the attention weights', then the two residual branches'."""
+        return [self.attn.attn_dropout, self.drop1, self.drop2]
+
     def forward(self, X, key_padding_mask=None):
         self.dropping = self.training and self.drop1.p > 0
         A = self.attn.forward(self.ln1.forward(X), key_padding_mask=key_padding_mask)   # (B, S, D)
