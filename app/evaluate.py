@@ -67,13 +67,10 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     log-probabilities).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
+    from .adapt import stream_layout
     chunk = model.stream_chunk(chunk)                           # a Transformer's is shorter
-    ids = np.concatenate([np.concatenate(([sos_id], a, [eos_id])) for a in articles])
-    n = (ids.size - 1) // streams
-    if n < 1:
-        raise ValueError(f"stream_nll: {ids.size} ids are too few for {streams} streams")
-    inputs = ids[:n * streams].reshape(streams, n)              # (B, n)
-    targets = ids[1:n * streams + 1].reshape(streams, n)        # (B, n)
+    inputs, targets = stream_layout(articles, sos_id, eos_id, streams)   # (B, n) each
+    n = inputs.shape[1]
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
@@ -107,7 +104,50 @@ def parse_args(argv=None):
                    help="also score N fixture-shaped rows (<sos> + 20 words) drawn from the validation "
                         "split, the same rows for every model (default: 4096, or all the split has "
                         "if fewer; 0: skip)")
+    a = p.add_argument_group("adapting while reading (app.adapt): each flag adds its rows or column to a table")
+    a.add_argument("--ensemble", nargs="*", type=float, metavar="W",
+                   help="mix the checkpoints in probability space, with these weights or (none given) weights "
+                        "fitted by EM on held-out validation text; also scores the mixture on the fixtures")
+    a.add_argument("--cache", nargs="?", type=int, const=2000, metavar="L",
+                   help="the neural cache (Grave et al. 2017) over the last L positions (default L: 2000)")
+    a.add_argument("--cache-theta", nargs="+", type=float, default=[0.3, 1.0, 2.0, 4.0], metavar="THETA",
+                   help="the cache's flatness theta: one, or several to choose from (default: 0.3 1 2 4)")
+    a.add_argument("--cache-lambda", nargs="+", type=float, default=[0.05, 0.1, 0.15, 0.2, 0.3],
+                   metavar="LAMBDA", help="the cache's weight in the mixture: one, or several to choose from")
+    a.add_argument("--dynamic", action="store_true",
+                   help="dynamic evaluation (Krause et al. 2018): one SGD step on each chunk after scoring it")
+    a.add_argument("--dynamic-lr", nargs="+", type=float, default=[3.0, 10.0], metavar="LR",
+                   help="its learning rate: one, or several to choose from (default: 3 10)")
+    a.add_argument("--dynamic-decay", type=float, default=0.0,
+                   help="pull towards the trained weights each step, theta += decay (theta_0 - theta) (default: 0)")
+    a.add_argument("--streams", type=int, default=32, help="streams the split is read in (default: 32)")
+    a.add_argument("--chunk", type=int, default=35, help="words read at a time (default: 35; a Transformer: "
+                                                         "at most half its context)")
+    a.add_argument("--write-predictions", metavar="FILE.npy",
+                   help="with --ensemble: save the mixture's (128, V) scores of the test fixtures")
     return p.parse_args(argv)
+
+
+def check_adaptation(args):
+    """A UsageError for adaptation flags that cannot work together or have impossible values."""
+    k = len(args.checkpoint)
+    if args.ensemble is not None and (k < 2 or (args.ensemble and len(args.ensemble) != k)):
+        raise UsageError(f"--ensemble needs at least 2 checkpoints and, if weights are given, one per "
+                         f"checkpoint ({k} checkpoints, {len(args.ensemble)} weights)")
+    if args.write_predictions and args.ensemble is None:
+        raise UsageError("--write-predictions writes an ensemble's scores: add --ensemble")
+    bad = [(flag, v) for flag, values, low in (("--cache-theta", args.cache_theta, 0.0),
+                                                ("--dynamic-lr", args.dynamic_lr, 1e-300))
+           for v in values if not (math.isfinite(v) and v >= low)]
+    bad += [("--cache-lambda", v) for v in args.cache_lambda if not 0 <= v < 1]
+    bad += [("--dynamic-decay", args.dynamic_decay)] if not 0 <= args.dynamic_decay < 1 else []
+    bad += [(flag, v) for flag, v in (("--cache", args.cache), ("--streams", args.streams),
+                                      ("--chunk", args.chunk)) if v is not None and v < 1]
+    if bad:
+        flag, v = bad[0]
+        raise UsageError(f"{flag} {v}: out of range (theta >= 0, lr > 0, lambda and decay in [0, 1), "
+                         f"L, streams and chunk >= 1)")
+    return args.ensemble is not None or args.cache or args.dynamic
 
 
 def main(argv=None):
@@ -127,6 +167,7 @@ def run(args):
     from models import load
     if args.windows is not None and (args.windows < 0 or args.windows == 1):
         raise UsageError(f"--windows {args.windows}: give 0 (skip) or at least 2 rows (for a standard error)")
+    adapting = check_adaptation(args)
     models = [load(path) for path in args.checkpoint]
     data = load_hw4p1(args.data)
     V = len(data.vocab)
@@ -134,6 +175,12 @@ def run(args):
     for path, model in zip(args.checkpoint, models):
         if model.vocab_size != V:
             raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
+    if adapting:
+        from .adapt_report import fixture_report, stream_table
+        stream_table(args.checkpoint, models, data, args)
+        if args.ensemble is not None:
+            fixture_report(args.checkpoint, models, data, fix, args)
+        return 0
     positions = int(window_starts(data.valid, PROMPT + 1).sum())
     n = args.windows if args.windows is not None else min(WINDOWS, positions)
     if n > positions:

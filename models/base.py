@@ -49,6 +49,7 @@ class LanguageModelBase(Module):
         self._logits = None                             # flat buffer of the (B, T, V) logits, reused
         self._head = None                               # the fused loss of the last forward_loss
         self._shape = None                              # (B, T) of the last forward_loss
+        self._outputs = None                            # (B, T, D) its last layer's outputs (forward_nll)
         self.vocab = None                               # (V,) str when loaded from a file that has one
         self.timer = None                               # lap(phase) callback: the benchmark's phase timer
         self.output = None                              # the adaptive softmax, when used instead of decoder
@@ -121,7 +122,7 @@ class LanguageModelBase(Module):
         X, new_state = self.encode(ids, state, cache=True)
         self.lap("layers_forward")
         B, T, D = X.shape
-        self._shape = (B, T)
+        self._shape, self._outputs = (B, T), X
         targets = backend.get_array_module(X).asarray(targets).reshape(-1)
         if self.output is not None:                     # the head and each target's cluster only
             self._head = self.output
@@ -147,6 +148,13 @@ class LanguageModelBase(Module):
         self.lap("layers_backward")
         self.embed_backward(dX)
         self.lap("embedding")
+
+    def forward_nll(self, ids, targets, state=None):
+        """forward_loss (saving what backward_loss needs, dropout only in training mode), reporting each
+        position: ids, targets (B, T) -> (-log p(targets) (B, T), the last layer's outputs X (B, T, D),
+        the final state). What evaluation that adapts while it reads calls (models.adaptation)."""
+        _, state = self.forward_loss(ids, targets, state)
+        return self._head.row_nll.reshape(self._shape), self._outputs, state
 
     def scores(self, X):
         """X (N, D) last-layer outputs -> (N, V) next-word scores: the decoder's logits, or the adaptive

@@ -140,6 +140,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             logp[rows] += logp_c                        # rows are distinct: plain fancy += is exact
             tails.append((c, rows, P, t))
         self._cache = (X.shape[0], P_head, head_t, tails)
+        self.row_nll = -logp                            # (N,) each row's -log p(y): what adaptation reads
         return -float(logp.mean(dtype=np.float64))
 
     def backward(self, dLdloss=1.0):

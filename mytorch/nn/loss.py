@@ -131,7 +131,8 @@ class LinearCrossEntropyLoss:
         target = Z[xp.arange(Z.shape[0]), y] + b[y]     # (N,) read before Z is overwritten
         m, s = self.exp_rows(Z)
         self.y, self.E, self.s = y, Z, s
-        return float(xp.mean(xp.log(s) + m[:, 0] - target))
+        self.row_nll = xp.log(s) + m[:, 0] - target     # (N,) each row's -log p(y): what adaptation reads
+        return float(xp.mean(self.row_nll))
 
     def exp_rows(self, Z):
         """In place Z -> E = exp(Z + b - m), m the row max of Z + b.  Z (N, C) -> m (N, 1), s (N,) = sum E.
