@@ -20,9 +20,7 @@ import time
 import numpy as np
 
 from mytorch import backend
-from models.dynamic_eval import DynamicEval
 from models.ensemble import fit_weights, mix_logp
-from models.neural_cache import NeuralCache
 
 
 def stream_layout(articles, sos_id, eos_id, streams):
@@ -39,7 +37,8 @@ def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):
     """Read inputs (B, n) once, predicting targets (B, n), state carried from chunk to chunk.
 
     cache: a models.neural_cache.NeuralCache (reset here) fed the last layer's outputs;
-    dynamic: a models.dynamic_eval.DynamicEval of `model`, stepped after each chunk is scored.
+    dynamic: a models.dynamic_eval.DynamicEval of `model`, stepped after each chunk is scored (if its
+    steps diverge, reading stops and every word from there on gets -log p = inf).
     -> {"nll": (B, n) float64 -log p_model(target), "cache": (G, B, n) float64 p_cache(target) or
         None, "thetas": the cache's thetas, "valid": (n,) bool (the cache had a window),
         "seconds": {"read", "cache", "dynamic"}}
@@ -47,7 +46,7 @@ def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):
     chunk = model.stream_chunk(chunk)                   # a Transformer's is shorter
     B, n = inputs.shape
     nll = np.empty((B, n))
-    pc = None if cache is None else np.empty((len(cache.thetas), B, n))
+    pc = None if cache is None else np.zeros((len(cache.thetas), B, n))
     valid = np.ones(n, dtype=bool)
     seconds = dict(read=0.0, cache=0.0, dynamic=0.0)
     if cache is not None:
@@ -61,6 +60,9 @@ def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):
             t1 = time.perf_counter()
             rows, X, state = model.forward_nll(x, y, state)             # (B, t), (B, t, D)
             nll[:, t0:t0 + chunk] = backend.to_numpy(rows)
+            if not np.all(np.isfinite(nll[:, t0:t0 + chunk])):          # dynamic evaluation diverged:
+                nll[:, t0:] = np.inf                                    # no word is predictable any more
+                break
             t2 = time.perf_counter()
             if cache is not None:
                 p, ok = cache.read(X, backend.to_device(y))
@@ -118,7 +120,7 @@ def cross_fit(members, ensemble):
     total, count, choices = 0.0, 0, []
     for report in (0, 1):
         fit = parts[1 - report]
-        picks = [max(cands, key=lambda c: c[1][fit].mean()) for cands in members]
+        picks = [max(cands, key=lambda c: np.nan_to_num(c[1][fit].mean(), nan=-np.inf)) for cands in members]
         weights = fit_weights(np.stack([lp[fit].ravel() for _, lp in picks])) if ensemble else np.ones(1)
         held = mix_logp(np.stack([lp[parts[report]].ravel() for _, lp in picks]), weights)
         total -= held.sum()

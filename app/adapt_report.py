@@ -7,28 +7,31 @@ validation split (cross-fitted, app.adapt), and on the course's fixtures.
 Shapes: B streams, n words per stream, K members, N fixture rows, V vocabulary.
 
 Rows: static, then each method asked for alone, the pairs, all of them; columns: each model alone
-and, with --ensemble, the members mixed. With --ensemble the fixture NLL of the mixture is printed
-too, its weights fitted by EM on fixture-shaped rows of the validation split (or given), and
---write-predictions FILE saves its scores for the test fixtures (prediction_test.npz).
+and, with --ensemble, the members mixed. Then the course's fixtures (fixture_report): with
+--ensemble the mixture, its weights fitted by EM on fixture-shaped rows of the validation split (or
+given); with --dynamic each row adapted on its own 20 words first. --write-predictions FILE saves
+the test fixtures' scores (prediction_test.npz) of that setting.
 """
 import itertools
 import time
 
 import numpy as np
 
-from models.dynamic_eval import DynamicEval
+from mytorch import backend
+from models.dynamic_eval import DynamicEval, predict_adapted
 from models.ensemble import Ensemble, fit_weights
 from models.neural_cache import NeuralCache
 
 from .adapt import candidates, cross_fit, read_stream, stream_layout
-from .evaluate import fixture_nlls, perplexity, window_nll
+from .evaluate import WINDOWS, perplexity, window_rows
 
 METHODS = ("cache", "dynamic")          # the stream methods, in the table's order; the ensemble is a column
 
 
-def read_member(model, inputs, targets, args):
-    """Every pass one member needs -> {dynamic lr (0: static): read_stream record}."""
-    lrs = [0.0] + (list(args.dynamic_lr) if args.dynamic else [])
+def read_member(model, inputs, targets, args, k):
+    """Every pass member k needs -> {dynamic lr (0: static): read_stream record}."""
+    grids = args.dynamic_lr or [[3.0, 10.0]]           # one --dynamic-lr for all, or one per checkpoint
+    lrs = [0.0] + (list(grids[k if len(grids) > 1 else 0]) if args.dynamic else [])
     records = {}
     for lr in lrs:
         cache = NeuralCache(args.cache, args.cache_theta) if args.cache else None
@@ -51,9 +54,9 @@ def stream_table(paths, models, data, args, say=print):
     inputs, targets = stream_layout(data.valid, V - 2, V - 1, args.streams)
     words = inputs.size
     records = []
-    for path, model in zip(paths, models):
+    for k, (path, model) in enumerate(zip(paths, models)):
         t0 = time.perf_counter()
-        records.append(read_member(model, inputs, targets, args))
+        records.append(read_member(model, inputs, targets, args, k))
         rec = records[-1]
         per = 1e5 / words
         s0 = rec[0.0]["seconds"]
@@ -98,23 +101,65 @@ def describe(choices):
     return "; ".join(parts)
 
 
+ROW_FIT = 1024          # fixture-shaped validation rows that choose each member's row learning rate
+
+
+def row_scores(model, inp, lr):
+    """(N, V) next-word scores of the rows inp (N, T): static (lr 0) or each row adapted on its own words."""
+    if not lr:
+        return model.predict(inp)
+    return predict_adapted(model, inp, lr)
+
+
 def fixture_report(paths, models, data, fix, args, say=print):
-    """The ensemble on the fixtures: weights given, or fitted by EM on the validation split's
-    fixture-shaped rows; writes the test fixtures' scores with --write-predictions. -> the fixture NLL."""
+    """The course's fixtures, with the ensemble (--ensemble) and with each row adapted on its own
+    20 words first (--dynamic: models.dynamic_eval.predict_adapted; each member's learning rate, 0
+    included, chosen on ROW_FIT fixture-shaped rows of the validation split). Ensemble weights are
+    given or fitted by EM on the validation rows. --write-predictions saves the test fixtures' scores
+    of the best. -> {what: fixture NLL}."""
     V = len(data.vocab)
+    inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
+    grids = args.dynamic_lr or [[3.0, 10.0]]
+    lrs = []
+    for k, (path, model) in enumerate(zip(paths, models)):
+        grid = [0.0] + (list(grids[k if len(grids) > 1 else 0]) if args.dynamic else [])
+        fit = {lr: _nlls(row_scores(model, inp[:ROW_FIT], lr), target[:ROW_FIT]).mean() for lr in grid}
+        lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr], nan=np.inf)))
+        if args.dynamic:
+            say(f"{path}: each row adapted on its own words, NLL on {min(ROW_FIT, len(target))} validation rows "
+                + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
     weights = args.ensemble or None
-    if weights is None:
-        rows = np.stack([window_nll(m, data.valid, V - 2, rows=args.windows or 4096) for m in models])
+    if weights is None and len(models) > 1:
+        rows = np.stack([_nlls(row_scores(m, inp, lr), target) for m, lr in zip(models, lrs)])
         weights = fit_weights(-rows)
         say(f"ensemble weights fitted by EM on {rows.shape[1]} fixture-shaped validation rows: "
             f"{np.round(weights, 3).tolist()}")
     ensemble = Ensemble(models, weights)
-    nll = fixture_nlls(ensemble, fix["prediction_inp"], fix["prediction_out"])
-    se = nll.std(ddof=1) / np.sqrt(len(nll))
-    say(f"ensemble fixture NLL (prediction.npz, {len(nll)} rows)  {nll.mean():.4f} +- {se:.4f}")
+    results = {}
+    for name, use in (("static", [0.0] * len(models)), ("adapted rows", lrs)):
+        if name != "static" and not any(use):
+            continue
+        scores = [row_scores(m, fix["prediction_inp"], lr) for m, lr in zip(models, use)]
+        for path, z in zip(paths, scores):
+            results[path, name] = _say_nll(say, f"{path}, {name}", _nlls(z, fix["prediction_out"]))
+        if len(models) > 1:
+            results["ensemble", name] = _say_nll(say, f"ensemble, {name}",
+                                                 _nlls(ensemble.mix(scores), fix["prediction_out"]))
     if args.write_predictions:
-        scores = ensemble.predict(fix["prediction_test_inp"]).astype(np.float32)       # (N, V)
-        np.save(args.write_predictions, scores)
-        say(f"wrote the test fixtures' scores {scores.shape} to {args.write_predictions} "
-            f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()})")
+        test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], lr) for m, lr in zip(models, lrs)])
+        test = backend.to_numpy(test).astype(np.float32)                                # (N, V)
+        np.save(args.write_predictions, test)
+        say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} (members {list(paths)}, "
+            f"weights {np.round(ensemble.weights, 4).tolist()}, row learning rates {lrs})")
+    return results
+
+
+def _nlls(scores, target):
+    from fixtures import prediction_nlls
+    return prediction_nlls(backend.to_numpy(scores), np.asarray(target))
+
+
+def _say_nll(say, what, nll):
+    se = nll.std(ddof=1) / np.sqrt(len(nll))
+    say(f"fixture NLL (prediction.npz, {len(nll)} rows), {what}: {nll.mean():.4f} +- {se:.4f}")
     return float(nll.mean())

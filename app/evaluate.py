@@ -42,12 +42,17 @@ def window_nll(model, articles, sos_id, rows=WINDOWS, prompt=PROMPT, seed=0, bat
     3.5: 0.055 for 4096 rows, 0.3 for the 128 fixtures); two models' row-by-row difference has a
     smaller one (0.012-0.018 for 4096 rows, about 0.08 for the 128 fixtures).
     """
+    inp, target = window_rows(articles, sos_id, rows, prompt, seed)
+    return np.concatenate([fixture_nlls(model, inp[i:i + batch], target[i:i + batch])
+                           for i in range(0, rows, batch)])
+
+
+def window_rows(articles, sos_id, rows=WINDOWS, prompt=PROMPT, seed=0):
+    """window_nll's rows: -> inp (N, prompt + 1) <sos> + prompt words, target (N,) the word after them."""
     from fixtures.make import draw_windows
     words = draw_windows(articles, rows, prompt + 1, np.random.default_rng(seed))   # (N, prompt + 1)
     inp = np.concatenate([np.full((rows, 1), sos_id, dtype=np.int64), words[:, :-1]], axis=1)
-    target = words[:, -1]                                                          # (N,)
-    return np.concatenate([fixture_nlls(model, inp[i:i + batch], target[i:i + batch])
-                           for i in range(0, rows, batch)])
+    return inp, words[:, -1]
 
 
 def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
@@ -116,15 +121,16 @@ def parse_args(argv=None):
                    metavar="LAMBDA", help="the cache's weight in the mixture: one, or several to choose from")
     a.add_argument("--dynamic", action="store_true",
                    help="dynamic evaluation (Krause et al. 2018): one SGD step on each chunk after scoring it")
-    a.add_argument("--dynamic-lr", nargs="+", type=float, default=[3.0, 10.0], metavar="LR",
-                   help="its learning rate: one, or several to choose from (default: 3 10)")
+    a.add_argument("--dynamic-lr", nargs="+", type=float, action="append", metavar="LR",
+                   help="its learning rate: one, or several to choose from (default: 3 10); given once per "
+                        "checkpoint, each its own (an LSTM and a Transformer differ by 100x)")
     a.add_argument("--dynamic-decay", type=float, default=0.0,
                    help="pull towards the trained weights each step, theta += decay (theta_0 - theta) (default: 0)")
     a.add_argument("--streams", type=int, default=32, help="streams the split is read in (default: 32)")
     a.add_argument("--chunk", type=int, default=35, help="words read at a time (default: 35; a Transformer: "
                                                          "at most half its context)")
     a.add_argument("--write-predictions", metavar="FILE.npy",
-                   help="with --ensemble: save the mixture's (128, V) scores of the test fixtures")
+                   help="with --ensemble or --dynamic: save the (128, V) scores of the test fixtures")
     return p.parse_args(argv)
 
 
@@ -134,10 +140,14 @@ def check_adaptation(args):
     if args.ensemble is not None and (k < 2 or (args.ensemble and len(args.ensemble) != k)):
         raise UsageError(f"--ensemble needs at least 2 checkpoints and, if weights are given, one per "
                          f"checkpoint ({k} checkpoints, {len(args.ensemble)} weights)")
-    if args.write_predictions and args.ensemble is None:
-        raise UsageError("--write-predictions writes an ensemble's scores: add --ensemble")
-    bad = [(flag, v) for flag, values, low in (("--cache-theta", args.cache_theta, 0.0),
-                                                ("--dynamic-lr", args.dynamic_lr, 1e-300))
+    if args.write_predictions and args.ensemble is None and not args.dynamic:
+        raise UsageError("--write-predictions writes an ensemble's or adapted rows' scores: add --ensemble "
+                         "or --dynamic")
+    if args.dynamic_lr and len(args.dynamic_lr) not in (1, k):
+        raise UsageError(f"--dynamic-lr: give it once (for every checkpoint) or once per checkpoint ({k}), "
+                         f"not {len(args.dynamic_lr)} times")
+    lrs = [v for grid in args.dynamic_lr or [] for v in grid]
+    bad = [(flag, v) for flag, values, low in (("--cache-theta", args.cache_theta, 0.0), ("--dynamic-lr", lrs, 1e-300))
            for v in values if not (math.isfinite(v) and v >= low)]
     bad += [("--cache-lambda", v) for v in args.cache_lambda if not 0 <= v < 1]
     bad += [("--dynamic-decay", args.dynamic_decay)] if not 0 <= args.dynamic_decay < 1 else []
@@ -178,7 +188,7 @@ def run(args):
     if adapting:
         from .adapt_report import fixture_report, stream_table
         stream_table(args.checkpoint, models, data, args)
-        if args.ensemble is not None:
+        if args.ensemble is not None or args.dynamic:
             fixture_report(args.checkpoint, models, data, fix, args)
         return 0
     positions = int(window_starts(data.valid, PROMPT + 1).sum())

@@ -12,6 +12,7 @@ scored by weights that have seen only the segments before it: the reading stays 
 lr = 0 and decay = 0 change nothing, to the bit. The trained weights are kept (theta_0) and put
 back by restore(); no file is ever written.
 """
+from mytorch import backend
 from mytorch.optim import unique_parameters
 
 
@@ -38,3 +39,31 @@ class DynamicEval:
         """Put the trained weights back (the model is then as it was built or loaded)."""
         for (_, p, _), p0 in zip(self.params, self.theta0):
             p[...] = p0
+
+
+def predict_adapted(model, inp, lr, steps=1, decay=0.0):
+    """Each row's next-word scores after `steps` SGD steps on the row's own words:
+    inp (N, T) ids -> (N, V) scores, as model.predict.
+
+    Row r alone: the model learns to predict inp[r, 1:] from inp[r, :-1] (the words given, never the
+    word asked for; a Transformer its last max_len of them), scores the word after inp[r], and is put back before the next row. The rows
+    are independent texts (the course's fixtures), so each adapts alone: the loop is over texts.
+    """
+    dyn = DynamicEval(model, lr, decay)
+    span = getattr(model, "max_len", inp.shape[1])      # a Transformer learns from its last max_len + 1 words
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for r in range(inp.shape[0]):
+            words = inp[r:r + 1, -(span + 1):]
+            for _ in range(steps):
+                model.forward_loss(words[:, :-1], words[:, 1:])
+                model.backward_loss()
+                dyn.step()
+            out.append(model.predict(inp[r:r + 1]))
+            dyn.restore()
+    finally:
+        dyn.restore()
+        model.train(was_training)
+    return backend.xp().concatenate(out)

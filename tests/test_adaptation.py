@@ -19,6 +19,7 @@ from models.dynamic_eval import DynamicEval
 from models.ensemble import Ensemble, fit_weights, mix_logp
 from models.neural_cache import NeuralCache
 from mytorch.nn.softmax import log_softmax
+from mytorch.optim import unique_parameters
 
 V = 13
 SOS, EOS = V - 2, V - 1
@@ -250,9 +251,10 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     TransformerLM(Vd, d_model=8, nhead=2, nlayers=1, max_len=8, seed=6).save(paths[1])
     out_file = tmp_path / "ens.npy"
     args = ["--checkpoint", *paths, "--data", str(data_dir), "--ensemble", "--cache", "20", "--dynamic",
-            "--dynamic-lr", "0.5", "--streams", "4", "--windows", "50", "--write-predictions", str(out_file)]
+            "--dynamic-lr", "0.5", "--streams", "4", "--windows", "50"]
     assert main(args) == 0
     out = capsys.readouterr().out
+    assert out.count("each row adapted on its own words, NLL on 50 validation rows lr 0: ") == 2
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0] == f"| methods | {paths[0]} | {paths[1]} | ensemble |"
     assert [line.split(" | ")[0] for line in table[1:]] == ["| static", "| cache", "| dynamic",
@@ -260,6 +262,10 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     static = [stream_nll(load(p), data.valid, Vd - 2, Vd - 1, streams=4)[0] for p in paths]
     assert table[1].startswith(f"| static | {perplexity(static[0]):.1f} | {perplexity(static[1]):.1f} |")
     fx = load_fixtures(data_dir, Vd)
+    assert main(["--checkpoint", *paths, "--data", str(data_dir), "--ensemble", "--windows", "50",
+                 "--write-predictions", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ")][1:] == ["| static"]
     scores = np.load(out_file)
     assert scores.shape == (len(fx["prediction_test_inp"]), Vd) and scores.dtype == np.float32
     members = [load(p) for p in paths]
@@ -275,3 +281,25 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     assert main(["--checkpoint", paths[0], "--data", str(data_dir), "--ensemble"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(bad) + 1 and all(line.startswith("error: --") for line in err)
+
+
+@pytest.mark.parametrize("make", [_lstm, _transformer])
+def test_rows_adapt_alone_on_their_own_words(make, rng):
+    from models.dynamic_eval import predict_adapted
+    model = make(seed=4)
+    inp = rng.integers(0, SOS, (3, 12))
+    before = {k: p.copy() for k, p, _ in model.named_parameters()}
+    assert_allclose(predict_adapted(model, inp, 0.0), model.predict(inp), rtol=1e-12)   # row by row
+    adapted = predict_adapted(model, inp, 0.5)
+    alone = predict_adapted(model, inp[1:2], 0.5)                  # row 1 without the others
+    assert_allclose(adapted[1:2], alone, rtol=1e-12)
+    assert not np.allclose(adapted, model.predict(inp))
+    assert all(np.array_equal(p, before[k]) for k, p, _ in model.named_parameters())   # put back
+    # by hand: one SGD step on row 0's words (a Transformer's last max_len + 1), then predict
+    words = inp[:1, -(getattr(model, "max_len", 11) + 1):]
+    model.zero_grad()
+    model.forward_loss(words[:, :-1], words[:, 1:])
+    model.backward_loss()
+    for _, p, g in unique_parameters(model.parameters()):             # a tied matrix once
+        p -= 0.5 * g
+    assert_allclose(adapted[:1], model.predict(inp[:1]), rtol=1e-10)
