@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .predict import add_weights_argument, load_checkpoints
+
 # name: decoding options (every one spelled out, so a row never changes with the defaults)
 STRATEGIES = {
     "greedy": dict(temperature=0.0, top_p=None, no_repeat_ngram=0, ban_special=False),
@@ -100,7 +102,10 @@ def markdown(results):
 def parse_args(argv=None):
     from .errors import Parser, prog
     p = Parser(prog=prog("python -m app.decode_report"), description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="model file (e.g. checkpoints/reference.npz)")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="MODEL",
+                   help="model file (e.g. checkpoints/reference.npz); several: their ensemble "
+                        "(probabilities averaged)")
+    add_weights_argument(p)
     p.add_argument("--data", default="../shared/data/hw4p1", help="HW4P1 directory (vocabulary, splits)")
     p.add_argument("--fixtures",
                    help="generation prompts (N, L) .npy; default DATA/fixtures/generation_test.npy")
@@ -114,12 +119,11 @@ def parse_args(argv=None):
 
 def run(args):
     from dataset.corpus import DataError, Vocabulary, load_hw4p1, _np_load
-    from models import load
     from models.ngram import load_or_build, training_stream
     from .errors import UsageError
     if args.words < 1:
         raise UsageError(f"--words must be >= 1, got {args.words}")
-    model = load(args.checkpoint).eval()
+    model = load_checkpoints(args).eval()
     data = load_hw4p1(args.data)
     if len(data.vocab) != model.vocab_size:
         raise DataError(f"{args.data} has {len(data.vocab)} words but the model predicts {model.vocab_size}")

@@ -23,13 +23,16 @@ import sys
 import numpy as np
 
 from .errors import Parser, UsageError, command, prog
-from .predict import add_decoding_arguments, decoding_options, encode_prompt, listed, load_vocabulary, shown
+from .predict import (add_decoding_arguments, add_weights_argument, decoding_options, encode_prompt, listed,
+                      load_checkpoints, load_vocabulary, shown)
 
 
 def parse_args(argv=None):
     p = Parser(prog=prog("python -m app.generate"), description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True,
-                   help="model file (best.npz of a run, checkpoints/reference.npz)")
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="MODEL",
+                   help="model file (best.npz of a run, checkpoints/reference.npz); several: their ensemble "
+                        "(probabilities averaged)")
+    add_weights_argument(p)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="the words to continue (one quoted string)")
     what.add_argument("--fixtures", metavar="FILE.npy",
@@ -70,13 +73,12 @@ def continuations(model, vocab, args, options):
 
 
 def run(args):
-    from models import load
     from models.checkpoint import write_text_atomic
     from models.decoding import MAX_GENERATE_STEPS
     if not 1 <= args.words <= MAX_GENERATE_STEPS:
         raise UsageError(f"--words must lie in [1, {MAX_GENERATE_STEPS}], got {args.words}")
     options = decoding_options(args)
-    model = load(args.checkpoint).eval()
+    model = load_checkpoints(args).eval()
     vocab = load_vocabulary(model, args.data)
     text, note = continuations(model, vocab, args, options)
     if note:

@@ -32,8 +32,10 @@ ECHO_WORDS, ECHO_TAIL = 40, 20     # a prompt over ECHO_WORDS words is echoed as
 def parse_args(argv=None):
     p = Parser(prog=prog("python -m app.predict"), description=__doc__.split("\n\n")[0])
     p.add_argument("prompt", nargs="*", help="the words to continue (one quoted string or several words)")
-    p.add_argument("--checkpoint", required=True,
-                   help="model file written by models.save_model (e.g. best.npz)")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL",
+                   help="model file written by models.save_model (e.g. best.npz); given again: the ensemble "
+                        "of the files (probabilities averaged)")
+    add_weights_argument(p)
     p.add_argument("--data", help="directory with vocab.npy, for a model file without a vocabulary")
     p.add_argument("--words", type=int, default=20, help="words to generate after the prompt (0: none)")
     p.add_argument("--top", type=int, default=5, help="how many most likely next words to list (0: none)")
@@ -63,6 +65,25 @@ def add_decoding_arguments(p):
     g.add_argument("--allow-special", dest="ban_special", action="store_false", default=None,
                    help="allow <unk>, <sos>, <eos> in the continuation (banned by default)")
     g.add_argument("--seed", type=int, help=f"random seed for sampling ({d.seed})")
+
+
+def add_weights_argument(p):
+    p.add_argument("--weights", nargs="+", type=float, metavar="W",
+                   help="with several checkpoints: the ensemble's weights, one per checkpoint (default: equal; "
+                        "python -m app.evaluate --ensemble fits them on the validation split)")
+
+
+def load_checkpoints(args):
+    """The model of --checkpoint, or the models.Ensemble of several (with --weights); a bad combination
+    (weights without several files, a count that differs, other vocabularies) is a UsageError."""
+    from models import load
+    paths, weights = args.checkpoint, args.weights
+    if weights is not None and len(weights) != len(paths):
+        raise UsageError(f"--weights: give one per checkpoint ({len(paths)}), got {len(weights)}")
+    try:
+        return load(paths, weights=weights)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 # Decoding option -> its flag (ban_special is a switch, --allow-special, that cannot be wrong)
@@ -142,13 +163,12 @@ def top_words(model, ids, k):
 
 
 def run(args, out=None):
-    from models import load
     out = out or sys.stdout
     options = _check_flags(args)
     words = " ".join(args.prompt).split()
     if not words:
         raise UsageError("the prompt is empty: give the words to continue, e.g. \"The cat is on the\"")
-    model = load(args.checkpoint).eval()            # eval: no dropout at inference
+    model = load_checkpoints(args).eval()            # eval: no dropout at inference
     vocab = load_vocabulary(model, args.data)
     ids, unknown = encode_prompt(vocab, words)
     if unknown:

@@ -6,4 +6,5 @@ from .transformer import TransformerLM  # noqa: F401
 from .vit import ViT  # noqa: F401
 from .translator import Translator  # noqa: F401
 from .checkpoint import save_model, CheckpointError  # noqa: F401
-from .loading import load_model as load  # noqa: F401
+from .loading import load  # noqa: F401
+from .ensemble import Ensemble  # noqa: F401

@@ -46,8 +46,9 @@ def predict_adapted(model, inp, lr, steps=1, decay=0.0):
     inp (N, T) ids -> (N, V) scores, as model.predict.
 
     Row r alone: the model learns to predict inp[r, 1:] from inp[r, :-1] (the words given, never the
-    word asked for; a Transformer its last max_len of them), scores the word after inp[r], and is put back before the next row. The rows
-    are independent texts (the course's fixtures), so each adapts alone: the loop is over texts.
+    word asked for; a Transformer its last max_len of them), scores the word after inp[r], and is put
+    back before the next row. The rows are independent texts (the course's fixtures), so each adapts
+    alone: the loop is over texts.
     """
     dyn = DynamicEval(model, lr, decay)
     span = getattr(model, "max_len", inp.shape[1])      # a Transformer learns from its last max_len + 1 words

@@ -38,3 +38,16 @@ def load_model(path, dtype=np.float32):
     model.meta = meta
     model.vocab = vocab
     return model.eval()                                 # ready for predict/generate
+
+
+def load(path, dtype=np.float32, weights=None):
+    """models.load: the model in one file, or for a list of files their Ensemble (models.ensemble:
+    probabilities averaged with `weights`, default equal; the files must share the vocabulary)."""
+    if isinstance(path, (list, tuple)):
+        from .ensemble import Ensemble
+        if len(path) == 1 and weights is None:
+            return load_model(path[0], dtype)
+        return Ensemble([load_model(p, dtype) for p in path], weights)
+    if weights is not None:
+        raise ValueError("models.load: weights are for an ensemble: give a list of files")
+    return load_model(path, dtype)

@@ -303,3 +303,30 @@ def test_rows_adapt_alone_on_their_own_words(make, rng):
     for _, p, g in unique_parameters(model.parameters()):             # a tied matrix once
         p -= 0.5 * g
     assert_allclose(adapted[:1], model.predict(inp[:1]), rtol=1e-10)
+
+
+def test_predict_and_generate_take_an_ensemble(data_dir, tmp_path, capsys):
+    from app import generate, predict
+    from dataset.corpus import load_hw4p1
+    from models import load
+    data = load_hw4p1(data_dir)
+    Vd = len(data.vocab)
+    paths = [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    LanguageModel(Vd, emsize=6, nhid=7, nlayers=2, seed=5).save(paths[0], vocab=data.vocab)
+    TransformerLM(Vd, d_model=8, nhead=2, nlayers=1, max_len=8, seed=6).save(paths[1], vocab=data.vocab)
+    ens = load(paths, weights=[1, 3])
+    assert isinstance(ens, Ensemble)
+    assert_allclose(ens.weights, [0.25, 0.75])
+    prompt = " ".join(data.vocab[:3])
+    assert predict.main(["--checkpoint", paths[0], "--checkpoint", paths[1], prompt, "--words", "4",
+                         "--top", "2", "--weights", "1", "3"]) == 0
+    out = capsys.readouterr().out
+    p = np.exp(ens.predict(np.array([[Vd - 2, 0, 1, 2]])).astype(np.float64))[0]
+    assert f"{np.sort(p)[-1]:.4f}" in out
+    assert generate.main(["--checkpoint", *paths, "--prompt", prompt, "--words", "3", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.count("|") == 1
+    assert generate.main(["--checkpoint", *paths, "--weights", "1", "--prompt", prompt]) == 2
+    LanguageModel(Vd + 1, emsize=4, nhid=4, nlayers=1).save(tmp_path / "other.npz")
+    assert generate.main(["--checkpoint", paths[0], str(tmp_path / "other.npz"), "--prompt", prompt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: --weights") and "vocabulary" in err[1]
