@@ -13,7 +13,9 @@ given); with --dynamic each row adapted on its own 20 words first. --write-predi
 the test fixtures' scores (prediction_test.npz) of that setting.
 """
 import itertools
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -65,7 +67,8 @@ def stream_table(paths, models, data, args, say=print):
             line += f", cache +{s0['cache'] * per:.1f} s"
         dyn = [r["seconds"] for lr, r in rec.items() if lr]
         if dyn:
-            line += f", dynamic +{np.mean([s['dynamic'] + s['read'] for s in dyn]) * per - s0['read'] * per:.1f} s"
+            extra = np.mean([s["dynamic"] + s["read"] for s in dyn]) - s0["read"]
+            line += f", dynamic +{extra * per:.1f} s"
         say(f"{line}   (all passes: {time.perf_counter() - t0:.0f} s)")
     asked = [m for m in METHODS if getattr(args, m)]
     rows = [c for k in range(len(asked) + 1) for c in itertools.combinations(asked, k)]
@@ -80,8 +83,8 @@ def stream_table(paths, models, data, args, say=print):
         name = " + ".join(methods) or "static"
         cells = []
         for col, members in columns:
-            mean, choices = cross_fit([member_candidates(records[i], methods, args.cache_lambda) for i in members],
-                                      ensemble=len(members) > 1 or col == "ensemble")
+            cands = [member_candidates(records[i], methods, args.cache_lambda) for i in members]
+            mean, choices = cross_fit(cands, ensemble=len(members) > 1 or col == "ensemble")
             table.setdefault(name, {})[col] = perplexity(mean)
             cells.append(f"{perplexity(mean):.1f}")
             if methods or col == "ensemble":
@@ -126,8 +129,8 @@ def fixture_report(paths, models, data, fix, args, say=print):
         fit = {lr: _nlls(row_scores(model, inp[:ROW_FIT], lr), target[:ROW_FIT]).mean() for lr in grid}
         lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr], nan=np.inf)))
         if args.dynamic:
-            say(f"{path}: each row adapted on its own words, NLL on {min(ROW_FIT, len(target))} validation rows "
-                + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
+            say(f"{path}: each row adapted on its own words, NLL on {min(ROW_FIT, len(target))} "
+                "validation rows " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
     weights = args.ensemble or None
     if weights is None and len(models) > 1:
         rows = np.stack([_nlls(row_scores(m, inp, lr), target) for m, lr in zip(models, lrs)])
@@ -149,8 +152,17 @@ def fixture_report(paths, models, data, fix, args, say=print):
         test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], lr) for m, lr in zip(models, lrs)])
         test = backend.to_numpy(test).astype(np.float32)                                # (N, V)
         np.save(args.write_predictions, test)
-        say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} (members {list(paths)}, "
-            f"weights {np.round(ensemble.weights, 4).tolist()}, row learning rates {lrs})")
+        card = Path(args.write_predictions).with_suffix(".json")
+        best = "adapted rows" if any(lrs) else "static"
+        nlls = {(" ".join(k) if isinstance(k, tuple) else k): v for k, v in results.items()}
+        card.write_text(json.dumps({
+            "scores": "(128, V) float32 scores of fixtures/prediction_test.npz's rows (softmax: the mixture)",
+            "members": list(paths), "weights": ensemble.weights.tolist(), "row_learning_rates": lrs,
+            "fixture_nll": nlls, "written_with": best,
+            "command": "python -m app.evaluate " + " ".join(args.argv)}, indent=2) + "\n")
+        say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} and its card {card} "
+            f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, "
+            f"row learning rates {lrs})")
     return results
 
 

@@ -109,9 +109,10 @@ def parse_args(argv=None):
                    help="also score N fixture-shaped rows (<sos> + 20 words) drawn from the validation "
                         "split, the same rows for every model (default: 4096, or all the split has "
                         "if fewer; 0: skip)")
-    a = p.add_argument_group("adapting while reading (app.adapt): each flag adds its rows or column to a table")
+    a = p.add_argument_group("adapting while reading (app.adapt): each flag adds rows or a column to a table")
     a.add_argument("--ensemble", nargs="*", type=float, metavar="W",
-                   help="mix the checkpoints in probability space, with these weights or (none given) weights "
+                   help="mix the checkpoints in probability space, with these weights or (none given) "
+                        "weights "
                         "fitted by EM on held-out validation text; also scores the mixture on the fixtures")
     a.add_argument("--cache", nargs="?", type=int, const=2000, metavar="L",
                    help="the neural cache (Grave et al. 2017) over the last L positions (default L: 2000)")
@@ -120,18 +121,22 @@ def parse_args(argv=None):
     a.add_argument("--cache-lambda", nargs="+", type=float, default=[0.05, 0.1, 0.15, 0.2, 0.3],
                    metavar="LAMBDA", help="the cache's weight in the mixture: one, or several to choose from")
     a.add_argument("--dynamic", action="store_true",
-                   help="dynamic evaluation (Krause et al. 2018): one SGD step on each chunk after scoring it")
+                   help="dynamic evaluation (Krause et al. 2018): one SGD step on each chunk after "
+                        "scoring it")
     a.add_argument("--dynamic-lr", nargs="+", type=float, action="append", metavar="LR",
                    help="its learning rate: one, or several to choose from (default: 3 10); given once per "
                         "checkpoint, each its own (an LSTM and a Transformer differ by 100x)")
     a.add_argument("--dynamic-decay", type=float, default=0.0,
-                   help="pull towards the trained weights each step, theta += decay (theta_0 - theta) (default: 0)")
+                   help="pull towards the trained weights each step, theta += decay (theta_0 - theta) "
+                        "(default: 0)")
     a.add_argument("--streams", type=int, default=32, help="streams the split is read in (default: 32)")
     a.add_argument("--chunk", type=int, default=35, help="words read at a time (default: 35; a Transformer: "
                                                          "at most half its context)")
     a.add_argument("--write-predictions", metavar="FILE.npy",
                    help="with --ensemble or --dynamic: save the (128, V) scores of the test fixtures")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # the command, for the predictions' card
+    return args
 
 
 def check_adaptation(args):
@@ -147,7 +152,8 @@ def check_adaptation(args):
         raise UsageError(f"--dynamic-lr: give it once (for every checkpoint) or once per checkpoint ({k}), "
                          f"not {len(args.dynamic_lr)} times")
     lrs = [v for grid in args.dynamic_lr or [] for v in grid]
-    bad = [(flag, v) for flag, values, low in (("--cache-theta", args.cache_theta, 0.0), ("--dynamic-lr", lrs, 1e-300))
+    limits = (("--cache-theta", args.cache_theta, 0.0), ("--dynamic-lr", lrs, 1e-300))
+    bad = [(flag, v) for flag, values, low in limits
            for v in values if not (math.isfinite(v) and v >= low)]
     bad += [("--cache-lambda", v) for v in args.cache_lambda if not 0 <= v < 1]
     bad += [("--dynamic-decay", args.dynamic_decay)] if not 0 <= args.dynamic_decay < 1 else []

@@ -69,7 +69,8 @@ def add_decoding_arguments(p):
 
 def add_weights_argument(p):
     p.add_argument("--weights", nargs="+", type=float, metavar="W",
-                   help="with several checkpoints: the ensemble's weights, one per checkpoint (default: equal; "
+                   help="with several checkpoints: the ensemble's weights, one per checkpoint (default: "
+                        "equal; "
                         "python -m app.evaluate --ensemble fits them on the validation split)")
 
 

@@ -26,7 +26,8 @@ def check_weights(weights, k):
     """weights: k numbers >= 0, not all 0 -> (k,) float64 summing to 1 (a ValueError otherwise)."""
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"ensemble weights: expected {k} finite numbers >= 0, not all 0, got {list(weights)}")
+        raise ValueError(f"ensemble weights: expected {k} finite numbers >= 0, not all 0, "
+                         f"got {list(weights)}")
     return w / w.sum()
 
 

@@ -7,7 +7,8 @@ A language model reading a stream keeps, per stream, the last L of its hidden st
 word y_i that followed each. Position t's cache distribution puts on each word the attention
 weight of the held states that were followed by it:
 
-    p_cache(w | h_t) = sum_{i in window(t), y_i = w} exp(theta h_t . h_i) / sum_{i in window(t)} exp(theta h_t . h_i)
+    p_cache(w | h_t) = sum_{i in window(t), y_i = w} exp(theta h_t . h_i) / Z_t
+    Z_t = sum_{i in window(t)} exp(theta h_t . h_i)
     window(t) = the last L positions before t (earlier chunks' and this chunk's, never t itself)
 
 and the model's distribution is mixed with it:  p(w) = (1 - lambda) p_model(w) + lambda p_cache(w).
@@ -52,7 +53,8 @@ class NeuralCache:
         if self.keys is None:
             self.keys, self.values = xp.zeros((B, 0, D), dtype=H.dtype), xp.zeros((B, 0), dtype=targets.dtype)
         if self.keys.shape[0] != B or self.keys.shape[2] != D:
-            raise ValueError(f"NeuralCache: holds {self.keys.shape[0]} streams of width {self.keys.shape[2]}, "
+            raise ValueError(f"NeuralCache: holds {self.keys.shape[0]} streams of width "
+                             f"{self.keys.shape[2]}, "
                              f"got states of shape {(B, t, D)}; reset() before another stream")
         M = self.keys.shape[1]
         K = xp.concatenate([self.keys, H], axis=1)                          # (B, M + t, D)

@@ -8,6 +8,8 @@ against static reading (lr 0: the same bits) and against one SGD step written he
 against its members' probabilities mixed by hand, and the whole reading for causality: changing a
 word never changes the probability of any word read before it.
 """
+import json
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -267,6 +269,8 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     out = capsys.readouterr().out
     assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ")][1:] == ["| static"]
     scores = np.load(out_file)
+    card = json.loads(out_file.with_suffix(".json").read_text())
+    assert card["members"] == paths and card["command"].endswith(str(out_file))
     assert scores.shape == (len(fx["prediction_test_inp"]), Vd) and scores.dtype == np.float32
     members = [load(p) for p in paths]
     weights = fit_weights(-np.stack([window_nll(m, data.valid, Vd - 2, rows=50) for m in members]))
@@ -323,7 +327,8 @@ def test_predict_and_generate_take_an_ensemble(data_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     p = np.exp(ens.predict(np.array([[Vd - 2, 0, 1, 2]])).astype(np.float64))[0]
     assert f"{np.sort(p)[-1]:.4f}" in out
-    assert generate.main(["--checkpoint", *paths, "--prompt", prompt, "--words", "3", "--temperature", "0"]) == 0
+    assert generate.main(["--checkpoint", *paths, "--prompt", prompt, "--words", "3",
+                          "--temperature", "0"]) == 0
     assert capsys.readouterr().out.count("|") == 1
     assert generate.main(["--checkpoint", *paths, "--weights", "1", "--prompt", prompt]) == 2
     LanguageModel(Vd + 1, emsize=4, nhid=4, nlayers=1).save(tmp_path / "other.npz")

@@ -1,0 +1,132 @@
+"""Processes that train one model together (data parallelism), after ChainerMN's communicators.
+
+    comm = communicator.create()          # MPI under mpiexec -n N (mpi4py), else the one-process twin
+    comm.rank, comm.size                  # this process's number, how many there are
+    comm.broadcast(arrays)                # rank 0's values into every rank's arrays, in place
+    comm.allreduce_mean(grads)            # every rank's gradients replaced by their mean, in place
+
+The gradients are packed into one preallocated flat float32 buffer and all-reduced in one call per
+step, not one per parameter (ChainerMN's flat communicator): a call costs a latency, the bytes are
+the same. CuPy arrays go through the host (correct everywhere; an NCCL path needs several GPUs).
+
+SingleProcess has the same interface with size 1 and does nothing, so a training loop has no
+`if distributed` branch. mpi4py is an extra (pip install -e '.[mpi]'); without it every command runs
+as one process, and a command started by mpiexec says in one line what to install.
+
+Shapes: P the total number of gradient entries, packed in order.
+"""
+import os
+import sys
+import zlib
+
+import numpy as np
+
+from . import backend
+
+INSTALL = "pip install -e '.[mpi]'   (mpi4py and MPICH wheels)"
+# set by the launchers mpiexec uses (MPICH's Hydra: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE)
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_size():
+    """How many processes the launcher started (1 when not started by mpiexec)."""
+    for name in SIZE_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def create():
+    """The communicator of this process: MPI when mpiexec started several, else SingleProcess.
+    Under mpiexec without mpi4py: a RuntimeError naming the pip install that fixes it."""
+    if launched_size() <= 1:
+        return SingleProcess()
+    try:
+        from mpi4py import MPI  # noqa: F401
+    except ImportError:
+        raise RuntimeError(f"started by mpiexec with {launched_size()} processes, but mpi4py is not "
+                           f"installed: {INSTALL}") from None
+    return MPICommunicator()
+
+
+def checksum(arrays):
+    """One number that changes when any value of the arrays changes (CRC32 of their bytes)."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(backend.to_numpy(a)).view(np.uint8), crc)
+    return crc
+
+
+class SingleProcess:
+    """The communicator of one process: rank 0 of 1; every collective leaves the arrays as they are."""
+    rank, size = 0, 1
+
+    def broadcast(self, arrays):
+        pass
+
+    def allreduce_mean(self, grads):
+        pass
+
+    def sum(self, values):
+        """values (k,) numbers -> their sum over the ranks (here: themselves), float64."""
+        return np.asarray(values, dtype=np.float64)
+
+    def agree(self, arrays, what):
+        """Raise if the ranks hold different values of the arrays (one rank always agrees)."""
+
+    def abort(self, code=1):
+        sys.exit(code)
+
+
+class MPICommunicator:
+    """MPI.COMM_WORLD through mpi4py, with one flat float32 buffer for the gradients."""
+
+    def __init__(self):
+        from mpi4py import MPI
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self._flat = None                                   # (P,) float32, allocated at the first call
+
+    def broadcast(self, arrays):
+        """Rank 0's values into every rank's arrays (in place, any dtype)."""
+        for a in arrays:
+            host = np.ascontiguousarray(backend.to_numpy(a))
+            self.comm.Bcast(host, root=0)
+            a[...] = backend.to_device(host) if not isinstance(a, np.ndarray) else host
+
+    def allreduce_mean(self, grads):
+        """Each gradient replaced by its mean over the ranks: packed into one flat float32 buffer,
+        one in-place Allreduce (sum), divided by size, unpacked."""
+        sizes = [g.size for g in grads]
+        total = sum(sizes)
+        if self._flat is None or self._flat.size != total:
+            self._flat = np.empty(total, dtype=np.float32)
+        offset = 0
+        for g, n in zip(grads, sizes):
+            self._flat[offset:offset + n] = backend.to_numpy(g).ravel()
+            offset += n
+        self.comm.Allreduce(self.MPI.IN_PLACE, self._flat, op=self.MPI.SUM)
+        self._flat /= self.size
+        offset = 0
+        for g, n in zip(grads, sizes):
+            g[...] = backend.to_device(self._flat[offset:offset + n].reshape(g.shape)).astype(g.dtype)
+            offset += n
+
+    def sum(self, values):
+        """values (k,) numbers -> their sum over the ranks, float64 (losses, counts)."""
+        out = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
+        return out
+
+    def agree(self, arrays, what):
+        """Raise a RuntimeError naming the ranks whose arrays differ from rank 0's (by checksum)."""
+        sums = self.comm.allgather(checksum(arrays))
+        differ = [r for r, c in enumerate(sums) if c != sums[0]]
+        if differ:
+            raise RuntimeError(f"ranks {differ} hold other {what} than rank 0 (checksums {sums})")
+
+    def abort(self, code=1):
+        """End every rank of the job now (no rank is left waiting in a collective)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
