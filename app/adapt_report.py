@@ -130,7 +130,8 @@ def fixture_report(paths, models, data, fix, args, say=print):
         lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr], nan=np.inf)))
         if args.dynamic:
             say(f"{path}: each row adapted on its own words, NLL on {min(ROW_FIT, len(target))} "
-                "validation rows " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
+                "validation rows " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items())
+                + f" -> lr {lrs[-1]:g}")
     weights = args.ensemble or None
     if weights is None and len(models) > 1:
         rows = np.stack([_nlls(row_scores(m, inp, lr), target) for m, lr in zip(models, lrs)])
