@@ -50,6 +50,7 @@ previous file; a user's mistake (bad flag, data, checkpoint, a directory in use)
 "error:" line on stderr, exit 2.
 """
 import argparse
+import builtins
 import contextlib
 import json
 import os
@@ -59,7 +60,7 @@ from pathlib import Path
 
 import mytorch  # noqa: F401  (first: it tunes OpenBLAS before NumPy loads it)
 from models.checkpoint import write_text_atomic
-from mytorch import backend
+from mytorch import backend, communicator
 
 from . import tasks
 from .config import DRY_RUN_BATCHES
@@ -181,10 +182,10 @@ def resolve_config(args):
     return cfg
 
 
-def open_run(cfg, exp_dir):
+def open_run(cfg, exp_dir, comm):
     """A fresh Run for cfg, its task's data loaded (UsageError / DataError for data that cannot serve)."""
     backend.set_backend(cfg["backend"])
-    return Run(cfg, exp_dir, tasks.module(cfg).open_task(cfg, exp_dir))
+    return Run(cfg, exp_dir, tasks.module(cfg).open_task(cfg, exp_dir), comm)
 
 
 def _holds_a_run(exp_dir):
@@ -193,9 +194,11 @@ def _holds_a_run(exp_dir):
                          f"--resume {exp_dir}, or choose another --save")
 
 
-def setup(args, argv, stack):
+def setup(args, argv, stack, comm):
     """(run, exp_dir, temporary) ready to train; the lock and a dry run's directory are left on
-    `stack` (an ExitStack) to release. Raises the user-facing errors."""
+    `stack` (an ExitStack) to release. Raises the user-facing errors. With several ranks
+    (mytorch.communicator) rank 0 chooses the directory, takes the lock and writes config.json."""
+    lead = comm.rank == 0
     given = given_flags(argv)
     if args.dry_run and {"epochs", "max_batches"} & set(given):
         raise UsageError(f"--dry-run trains {DRY_RUN_BATCHES} batches of one epoch: drop --epochs and "
@@ -210,25 +213,28 @@ def setup(args, argv, stack):
     temporary = False
     if args.resume:
         exp_dir = Path(args.resume)
-        if exp_dir.is_dir():
+        if exp_dir.is_dir() and lead:
             stack.enter_context(RunLock(exp_dir))
-        warn = lambda line: print(line, file=sys.stderr, flush=True)         # noqa: E731
-        run = resume(exp_dir, given, lambda cfg: open_run(cfg, exp_dir), warn)
+        warn = lambda line: lead and print(line, file=sys.stderr, flush=True)    # noqa: E731
+        run = resume(exp_dir, given, lambda cfg: open_run(cfg, exp_dir, comm), warn)
     else:
         cfg = resolve_config(args)
         if args.save:
             exp_dir = Path(args.save)
             _holds_a_run(exp_dir)
         elif args.dry_run:
-            exp_dir, temporary = temporary_run_dir(), True
-            stack.callback(remove_run_dir, exp_dir)
+            exp_dir, temporary = comm.share(temporary_run_dir() if lead else None), True
+            if lead:
+                stack.callback(remove_run_dir, exp_dir)
         else:
-            exp_dir = default_run_dir(cfg["preset"])
-        run = open_run(cfg, exp_dir)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(RunLock(exp_dir))
-        _holds_a_run(exp_dir)                      # again, now that no one else can start one there
-    write_text_atomic(exp_dir / "config.json", json.dumps(run.cfg, indent=2) + "\n")
+            exp_dir = comm.share(default_run_dir(cfg["preset"]) if lead else None)
+        run = open_run(cfg, exp_dir, comm)
+        if lead:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(exp_dir))
+            _holds_a_run(exp_dir)                  # again, now that no one else can start one there
+    if lead:
+        write_text_atomic(exp_dir / "config.json", json.dumps(run.cfg, indent=2) + "\n")
     return run, exp_dir, temporary
 
 
@@ -248,17 +254,27 @@ def _main(argv):
     if args.preset == "list":
         print(tasks.module(args.task or "lm").describe_presets())
         return 0
+    try:
+        comm = communicator.create()             # MPI under mpiexec -n N, else one process
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
+        failed = 0
         try:
-            run, exp_dir, temporary = setup(args, argv, stack)
+            run, exp_dir, temporary = setup(args, argv, stack, comm)
         except USER_ERRORS + (OSError,) as err:
             print(f"error: {one_line(err)}", file=sys.stderr)
-            return 2
+            failed = 2
         except KeyboardInterrupt:
             print("interrupted before training started; nothing was changed", file=sys.stderr)
             return 130
+        if comm.sum([failed])[0]:                # a rank that could not start stops them all
+            return 2
         try:
             return train(run, exp_dir, args, temporary)
+        except Exception as err:                 # several ranks: end the whole job (one: as before)
+            comm.fail(err)
         except BrokenPipeError:                  # stdout closed (`| head`): quit, the last checkpoint kept
             code = broken_pipe()
             with contextlib.suppress(OSError):
@@ -268,7 +284,8 @@ def _main(argv):
 
 def train(run, exp_dir, args, temporary):
     """Train the prepared run under the signal handlers; the exit code."""
-    cfg = run.cfg
+    cfg, lead = run.cfg, run.comm.rank == 0
+    print = builtins.print if lead else (lambda *a, **k: None)              # only rank 0 speaks
     resume_hint = ("a dry run in a temporary directory, removed at exit: nothing to resume" if temporary
                    else f"resume with: {prog()} --resume {exp_dir}")
     if run.pos["epoch"] >= cfg["epochs"]:
@@ -281,15 +298,17 @@ def train(run, exp_dir, args, temporary):
         print(f"dry run: its files go to {exp_dir}, removed at exit (give --save DIR to keep them)")
 
     n_params = sum(p.size for p in {id(p): p for _, p, _ in run.model.named_parameters()}.values())
-    print(f"model: {run.task.describe(run.batches_per_epoch, n_params)} | {cfg['epochs']} epochs -> "
+    ranks = f" | {run.comm.size} processes (MPI)" if run.comm.size > 1 else ""
+    print(f"model: {run.task.describe(run.batches_per_epoch, n_params)}{ranks} | {cfg['epochs']} epochs -> "
           f"{exp_dir}", flush=True)
 
     def on_signal(signum, frame):
         if run.stop_signal is None:  # the first: finish this batch (or drop the evaluation), save, exit
             run.stop_signal = signum
             what = "the evaluation" if run.evaluating else "after this step"
-            os.write(2, f"\n{signal.Signals(signum).name}: stopping {what} and saving "
-                        "(send it again to quit at once)\n".encode())
+            if lead:
+                os.write(2, f"\n{signal.Signals(signum).name}: stopping {what} and saving "
+                            "(send it again to quit at once)\n".encode())
             if run.evaluating:
                 raise EvaluationInterrupted
         else:                        # the second: quit now, without saving
@@ -321,5 +340,6 @@ def train(run, exp_dir, args, temporary):
                   file=sys.stderr)
         return 128 + stopped
     where_model = "(a dry run: nothing kept)" if temporary else f"model in {exp_dir / 'best.npz'}"
-    print(f"done: best {run.task.metric_name} {run.task.format_metric(run.pos['best'])}; {where_model}")
+    if lead:                                    # (only rank 0 evaluated: the others have no best)
+        print(f"done: best {run.task.metric_name} {run.task.format_metric(run.pos['best'])}; {where_model}")
     return 0

@@ -12,6 +12,7 @@ carried LSTM state) and one JSON record (position, metrics, schedule, RNG states
 """
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from models.checkpoint import (CheckpointError, model_arrays, read_model_file, s
 from mytorch import optim
 
 from .config import build_optimizer
+from .step import ONE_PROCESS
 from .errors import UsageError
 from .progress import Progress, plot_curves
 
@@ -35,8 +37,12 @@ class Run:
     continues exactly where it stopped.
     """
 
-    def __init__(self, cfg, exp_dir, task):
-        self.cfg, self.dir, self.task = cfg, Path(exp_dir), task
+    def __init__(self, cfg, exp_dir, task, comm=ONE_PROCESS):
+        self.cfg, self.dir, self.task, self.comm = cfg, Path(exp_dir), task, comm
+        task.comm = comm                                 # each rank steps on its share of every batch
+        if cfg.get("batch_size", 0) % comm.size:
+            raise UsageError(f"--batch_size {cfg['batch_size']} cannot be shared by {comm.size} processes: "
+                             f"give a multiple of {comm.size}, or another process count")
         cfg["data_fingerprint"] = task.fingerprint()     # the data's identity: --resume checks it
         self.model, self.loader = task.model, task.loader
         self.batches_per_epoch = len(self.loader)
@@ -81,8 +87,13 @@ class Run:
     def save_state(self):
         """Write state.npz atomically. Returns True, or False (with a message) if it failed."""
         path = self.dir / "state.npz"
+        arrays = self.state_arrays()                    # every rank: it gathers a carried state
+        self.comm.agree([p for _, p, _ in optim.unique_parameters(self.model.parameters())], "weights")
+        if self.comm.rank != 0:                         # only rank 0 writes
+            self.saved_at = (self.pos["epoch"], self.pos["batch"])
+            return True
         try:
-            save_npz_atomic(path, self.state_arrays())
+            save_npz_atomic(path, arrays)
         except OSError as err:
             self.say(f"warning: could not write {path} ({err.strerror or err}); {self.last_checkpoint()}",
                      err=True)
@@ -145,16 +156,42 @@ class Run:
         it at once and leaves the run as at the end of the epoch's training.
         """
         cfg, pos = self.cfg, self.pos
+        self.start_ranks()
         evals = [m["eval_seconds"] for m in pos["metrics"] if "eval_seconds" in m]
         done = pos["epoch"] * self.batches_per_epoch + min(pos["batch"], self.batches_per_epoch)
+        quiet = self.comm.rank != 0                     # only rank 0 shows progress
+        unit = self.task.unit + (f", {self.comm.size} ranks" if self.comm.size > 1 else "")
         self.view = Progress(cfg["epochs"], self.batches_per_epoch, self.task.items_per_batch, done,
-                             bars=progress, log_interval=log_interval, unit=self.task.unit,
-                             eval_seconds=evals[-1] if evals else None)
+                             bars=progress and not quiet, log_interval=0 if quiet else log_interval,
+                             unit=unit, eval_seconds=evals[-1] if evals else None)
         try:
             return self._train()
         finally:
             self.view.close()
             self.view = None
+
+    def start_ranks(self):
+        """Several processes (mytorch.communicator): rank 0's weights on every rank, the same data
+        checked, and each rank's dropout its own stream of the run's seed (rank 0 keeps the run's own,
+        which state.npz saves). One process: nothing changes."""
+        params = [p for _, p, _ in optim.unique_parameters(self.model.parameters())]
+        self.comm.broadcast(params)
+        self.comm.agree([np.frombuffer(self.task.fingerprint().encode(), np.uint8)], "training data")
+        if self.comm.rank:
+            at = (self.cfg["seed"], self.comm.rank, self.pos["epoch"], self.pos["batch"])
+            for k, d in enumerate(self.model.drops):
+                d.rng.bit_generator.state = np.random.default_rng([*at, k]).bit_generator.state
+
+    def shard(self, x, y):
+        """This rank's rows of a batch: x, y (B, ...) -> rows rank * B / N onwards (one process: all)."""
+        rows = np.array_split(np.arange(len(x)), self.comm.size)[self.comm.rank]
+        return (x, y) if self.comm.size == 1 else (x[rows], y[rows])
+
+    def should_stop(self):
+        """Whether any rank was sent a signal: every rank then stops after the same batch."""
+        if self.comm.sum([self.stop_signal is not None])[0] and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM           # another rank's: mpiexec passes one to all
+        return self.stop_signal is not None
 
     def _train(self):
         cfg, pos = self.cfg, self.pos
@@ -166,7 +203,7 @@ class Run:
             for x, y in self.loader.batches(pos["batch"]):
                 if pos["batch"] >= self.batches_per_epoch:
                     break
-                loss, norm = self.train_step(x, y)
+                loss, norm = self.train_step(*self.shard(x, y))
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     what = "loss" if not math.isfinite(loss) else "gradient norm"
                     raise TrainingDiverged(
@@ -177,7 +214,7 @@ class Run:
                 pos["loss_sum"] += loss
                 pos["loss_count"] += 1
                 self.view.step(pos["batch"], pos["loss_sum"] / pos["loss_count"], self.opt.lr)
-                if self.stop_signal is not None:
+                if self.should_stop():
                     pos["train_seconds"] += time.time() - t_epoch
                     return self.stop_signal
                 if pos["batch"] % cfg["save_every"] == 0 and pos["batch"] < self.batches_per_epoch:
@@ -186,25 +223,50 @@ class Run:
                     self.save_state()
             pos["train_seconds"] += time.time() - t_epoch
             self.view.end_epoch()
-            if self.stop_signal is not None:    # a signal between the last step and the evaluation
+            if self.should_stop():              # a signal between the last step and the evaluation
                 return self.stop_signal
             try:
                 self.end_epoch(epoch)
             except EvaluationInterrupted:       # the run is as at the end of the epoch's training
                 self.model.train()
                 return self.stop_signal
-            if self.stop_signal is not None:
+            if self.should_stop():
                 return self.stop_signal
         return None
 
     def say(self, text, err=False):
-        """Print a line (stdout, or stderr for warnings) without breaking the progress bars."""
+        """Print a line (stdout, or stderr for warnings) without breaking the progress bars; rank 0's only."""
+        if self.comm.rank != 0:
+            return
         if self.view is not None:
             self.view.write(text, err)
         else:
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
     def end_epoch(self, epoch):
+        """Rank 0 evaluates the epoch and writes its files (the others wait); then every rank starts
+        the next epoch together. A signal during the evaluation stops every rank."""
+        pos, task = self.pos, self.task
+        interrupted = False
+        if self.comm.rank == 0:
+            try:
+                self.evaluate_epoch(epoch)
+            except EvaluationInterrupted:
+                interrupted = True
+        if self.comm.share(interrupted):
+            raise EvaluationInterrupted
+        pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
+        task.end_epoch()
+        if self.comm.rank == 0:
+            try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
+                path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
+        self.save_state()
+        if self.comm.rank == 0:
+            try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path, **task.curves),
+                      self.say)
+
+    def evaluate_epoch(self, epoch):
+        """The task's evaluation of the epoch: its metrics row, the log lines, best.npz."""
         pos, task = self.pos, self.task
         try:
             self.evaluating = True
@@ -229,13 +291,6 @@ class Run:
         if pos["best"] is None or (value > pos["best"] if task.higher_is_better else value < pos["best"]):
             pos["best"] = value
             try_write(self.dir / "best.npz", lambda path: task.save_best(path, row), self.say)
-        pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
-        task.end_epoch()
-        try_write(self.dir / "metrics.jsonl", lambda path: write_text_atomic(
-            path, "".join(json.dumps(r) + "\n" for r in pos["metrics"])), self.say)
-        self.save_state()
-        try_write(self.dir / "curves.png", lambda path: plot_curves(pos["metrics"], path, **task.curves),
-                  self.say)
 
 
 def where(epoch, batch):

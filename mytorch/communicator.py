@@ -4,6 +4,7 @@
     comm.rank, comm.size                  # this process's number, how many there are
     comm.broadcast(arrays)                # rank 0's values into every rank's arrays, in place
     comm.allreduce_mean(grads)            # every rank's gradients replaced by their mean, in place
+    loss = comm.reduce_step(grads, n, loss)   # the same, weighted by each rank's n items; the mean loss
 
 The gradients are packed into one preallocated flat float32 buffer and all-reduced in one call per
 step, not one per parameter (ChainerMN's flat communicator): a call costs a latency, the bytes are
@@ -67,6 +68,17 @@ class SingleProcess:
     def allreduce_mean(self, grads):
         pass
 
+    def reduce_step(self, grads, items, loss):
+        return loss
+
+    def share(self, obj):
+        """Rank 0's Python object on every rank (here: obj)."""
+        return obj
+
+    def gather_rows(self, array):
+        """Every rank's rows, concatenated in rank order, on rank 0 (here: the array, on the host)."""
+        return backend.to_numpy(array)
+
     def sum(self, values):
         """values (k,) numbers -> their sum over the ranks (here: themselves), float64."""
         return np.asarray(values, dtype=np.float64)
@@ -74,8 +86,9 @@ class SingleProcess:
     def agree(self, arrays, what):
         """Raise if the ranks hold different values of the arrays (one rank always agrees)."""
 
-    def abort(self, code=1):
-        sys.exit(code)
+    def fail(self, err):
+        """An uncaught error on this rank: one process simply lets it propagate."""
+        raise err
 
 
 class MPICommunicator:
@@ -95,22 +108,41 @@ class MPICommunicator:
             a[...] = backend.to_device(host) if not isinstance(a, np.ndarray) else host
 
     def allreduce_mean(self, grads):
-        """Each gradient replaced by its mean over the ranks: packed into one flat float32 buffer,
-        one in-place Allreduce (sum), divided by size, unpacked."""
+        """Each gradient replaced by its mean over the ranks (reduce_step with equal weights)."""
+        self.reduce_step(grads, 1, 0.0)
+
+    def reduce_step(self, grads, items, loss):
+        """A data-parallel step's one collective. Rank r's gradients g_r (the mean over its n_r = items)
+        become  sum_r n_r g_r / sum_r n_r,  the gradient of the whole batch's mean, and its loss the
+        same mean of the ranks' losses, which is returned. Packed into one flat float32 buffer
+        [n_r g_r ..., n_r, n_r loss_r], one in-place Allreduce (sum), unpacked.
+
+        (float32: the counts stay exact to 2^24 items, a batch's.)"""
         sizes = [g.size for g in grads]
-        total = sum(sizes)
+        total = sum(sizes) + 2
         if self._flat is None or self._flat.size != total:
             self._flat = np.empty(total, dtype=np.float32)
+        flat, offset = self._flat, 0
+        for g, n in zip(grads, sizes):
+            np.multiply(backend.to_numpy(g).ravel(), items, out=flat[offset:offset + n])
+            offset += n
+        flat[-2:] = items, items * loss
+        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        flat /= flat[-2]
         offset = 0
         for g, n in zip(grads, sizes):
-            self._flat[offset:offset + n] = backend.to_numpy(g).ravel()
+            g[...] = backend.to_device(flat[offset:offset + n].reshape(g.shape))
             offset += n
-        self.comm.Allreduce(self.MPI.IN_PLACE, self._flat, op=self.MPI.SUM)
-        self._flat /= self.size
-        offset = 0
-        for g, n in zip(grads, sizes):
-            g[...] = backend.to_device(self._flat[offset:offset + n].reshape(g.shape)).astype(g.dtype)
-            offset += n
+        return float(flat[-1])
+
+    def share(self, obj):
+        """Rank 0's Python object (a path, a decision) on every rank."""
+        return self.comm.bcast(obj, root=0)
+
+    def gather_rows(self, array):
+        """Every rank's rows (axis 0), concatenated in rank order, on rank 0; None elsewhere."""
+        parts = self.comm.gather(backend.to_numpy(array), root=0)
+        return None if parts is None else np.concatenate(parts)
 
     def sum(self, values):
         """values (k,) numbers -> their sum over the ranks, float64 (losses, counts)."""
@@ -125,8 +157,12 @@ class MPICommunicator:
         if differ:
             raise RuntimeError(f"ranks {differ} hold other {what} than rank 0 (checksums {sums})")
 
-    def abort(self, code=1):
-        """End every rank of the job now (no rank is left waiting in a collective)."""
+    def fail(self, err):
+        """An uncaught error on this rank ends the whole job at once, the rank and the error named in
+        one line (ChainerMN's global_except_hook): no rank is left waiting in a collective."""
+        import traceback
+        traceback.print_exception(err, file=sys.stderr)
+        print(f"error: rank {self.rank} of {self.size}: {type(err).__name__}: {err}; ending every rank",
+              file=sys.stderr, flush=True)
         sys.stdout.flush()
-        sys.stderr.flush()
-        self.comm.Abort(code)
+        self.comm.Abort(1)

@@ -444,7 +444,8 @@ def test_carry_passes_each_batchs_final_state_to_the_next_at_a_scaled_lr(data_di
     monkeypatch.setattr(LanguageModel, "forward_loss", forward_loss)
     monkeypatch.setattr(train.Run, "train_step", run_step)
     monkeypatch.setattr(app.tasks.language, "train_step_state",
-                        lambda model, opt, *args: used.append(opt.lr) or real_step_state(model, opt, *args))
+                        lambda model, opt, *args, **kw: (used.append(opt.lr)
+                                                         or real_step_state(model, opt, *args, **kw)))
     assert train.main(["--data", str(data_dir), "--save", str(tmp_path / "r"), *CARRY]) == 0
 
     assert len(calls) == len(steps) == len(used) == len(ticked) == 2 * BATCHES

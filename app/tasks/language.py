@@ -31,7 +31,7 @@ from ..config import (PRESET_NOTES, PRESETS, add_model_flags, build_model, descr
                       describe_presets, preset_for, resolve, validate_run)    # (the task's API: app.tasks)
 from ..errors import UsageError
 from ..evaluate import fixture_nll, perplexity, stream_nll
-from ..step import train_step, train_step_state
+from ..step import ONE_PROCESS, train_step, train_step_state
 from ..trainer import try_write
 
 DEFAULT_PRESET = "default"
@@ -83,6 +83,7 @@ class Task:
 
     unit, metric, higher_is_better, metric_name = "tok", "val_nll", False, "validation NLL"
     curves = CURVES
+    comm = ONE_PROCESS      # the trainer's communicator (mytorch.communicator): x, y are this rank's rows
 
     def __init__(self, cfg, exp_dir, data, fixtures):
         self.cfg, self.dir, self.data, self.fx = cfg, exp_dir, data, fixtures
@@ -124,10 +125,11 @@ class Task:
 
     # -- state beyond the model: the carried LSTM state ----------------------------------
     def extra_arrays(self):
-        """carry/<k>/h, carry/<k>/c: layer k's state (B, H) the next batch starts from (none when zeros)."""
+        """carry/<k>/h, carry/<k>/c: layer k's state (B, H) the next batch starts from (none when zeros);
+        with several ranks, every rank's rows gathered (a collective: every rank calls it)."""
         arrays = {}
         for k, (h, c) in enumerate(self.carried or []):
-            arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"] = backend.to_numpy(h), backend.to_numpy(c)
+            arrays[f"carry/{k}/h"], arrays[f"carry/{k}/c"] = map(self.comm.gather_rows, (h, c))
         return arrays
 
     def load_extra(self, arrays):
@@ -147,7 +149,8 @@ class Task:
             want = (self.cfg["batch_size"], layer.hidden_size)
             if tuple(h.shape) != want or tuple(c.shape) != want:
                 raise ValueError(f"carry/{k}: shapes {tuple(h.shape)}, {tuple(c.shape)}, expected {want}")
-            carried.append((backend.to_device(h), backend.to_device(c)))
+            rows = np.array_split(np.arange(want[0]), self.comm.size)[self.comm.rank]   # this rank's streams
+            carried.append((backend.to_device(h[rows]), backend.to_device(c[rows])))
         self.carried = carried
 
     def end_epoch(self):
@@ -159,11 +162,12 @@ class Task:
         state, at the scheduled lr times T / bptt for x, y of shape (B, T); the scheduled lr restored after.
         """
         if not self.cfg.get("carry", False):
-            return train_step(self.model, opt, x, y, clip)
+            return train_step(self.model, opt, x, y, clip, comm=self.comm, items=len(x))
         scheduled = opt.lr
         opt.lr = scheduled * x.shape[1] / self.cfg["bptt"]
         try:
-            loss, norm, self.carried = train_step_state(self.model, opt, x, y, clip, self.carried)
+            loss, norm, self.carried = train_step_state(self.model, opt, x, y, clip, self.carried,
+                                                        comm=self.comm, items=len(x))
         finally:
             opt.lr = scheduled
         return loss, norm

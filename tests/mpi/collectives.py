@@ -31,3 +31,14 @@ try:
 except RuntimeError as err:
     assert "ranks [1] hold other weights than rank 0" in str(err), err
 print("ok", r, flush=True)
+
+# reduce_step: gradients and loss weighted by each rank's items
+items = [3, 1][r]
+grads = [np.full(4, float(r + 1), np.float32)]
+loss = comm.reduce_step(grads, items, [2.0, 6.0][r])
+np.testing.assert_allclose(grads[0], (3 * 1 + 1 * 2) / 4)
+assert abs(loss - (3 * 2.0 + 1 * 6.0) / 4) < 1e-6
+assert comm.share({"dir": f"run{r}"}) == {"dir": "run0"}
+rows = comm.gather_rows(np.full((2, 3), r))
+assert (rows is None) if r else np.array_equal(rows[:, 0], [0, 0, 1, 1])
+print("ok", r, "again", flush=True)
