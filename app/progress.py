@@ -26,7 +26,7 @@ class Progress:
     """
 
     def __init__(self, epochs, batches, items_per_batch, done=0, bars=True, log_interval=200,
-                 eval_seconds=None, stdout=None, stderr=None, unit="tok"):
+                 eval_seconds=None, stdout=None, stderr=None, unit="tok/s"):
         self.epochs, self.batches, self.tpb, self.unit = epochs, batches, items_per_batch, unit
         self.total, self.done = epochs * batches, done
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
@@ -59,7 +59,7 @@ class Progress:
         left = self.time_left(rate)
         if self.epoch_bar is not None:
             self.epoch_bar.set_postfix_str(f"loss {loss:.3f}, lr {lr:.2e}, "
-                                           f"{rate * self.tpb:,.0f} {self.unit}/s",
+                                           f"{rate * self.tpb:,.0f} {self.unit}",
                                            refresh=False)
             self.epoch_bar.update()
             self.run_bar.set_postfix_str(f"{_clock(left)} left", refresh=False)
@@ -67,7 +67,7 @@ class Progress:
         if self.lines and (batch == self.batches or self.log_interval and batch % self.log_interval == 0):
             width = len(str(self.batches))
             self.write(f"| epoch {self.epoch + 1:3d} | {batch:{width}d}/{self.batches} batches "
-                       f"| lr {lr:.2e} | {rate * self.tpb:,.0f} {self.unit}/s | loss {loss:.4f} "
+                       f"| lr {lr:.2e} | {rate * self.tpb:,.0f} {self.unit} | loss {loss:.4f} "
                        f"| run {100 * self.done / max(self.total, 1):.0f}%, {_clock(left)} left")
 
     def time_left(self, rate):

@@ -160,7 +160,7 @@ class Run:
         evals = [m["eval_seconds"] for m in pos["metrics"] if "eval_seconds" in m]
         done = pos["epoch"] * self.batches_per_epoch + min(pos["batch"], self.batches_per_epoch)
         quiet = self.comm.rank != 0                     # only rank 0 shows progress
-        unit = self.task.unit + (f", {self.comm.size} ranks" if self.comm.size > 1 else "")
+        unit = self.task.unit + "/s" + (f" on {self.comm.size} ranks" if self.comm.size > 1 else "")
         self.view = Progress(cfg["epochs"], self.batches_per_epoch, self.task.items_per_batch, done,
                              bars=progress and not quiet, log_interval=0 if quiet else log_interval,
                              unit=unit, eval_seconds=evals[-1] if evals else None)

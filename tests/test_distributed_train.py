@@ -6,7 +6,9 @@ one process and the other way round; a rank that raises ends the job at once, na
 batch that two ranks cannot share is one clear error. CI installs the extra (mpi4py, MPICH): there
 these tests must run; elsewhere they skip without it. Every mpiexec has a time limit.
 """
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +115,28 @@ def test_a_rank_that_raises_ends_the_job_naming_itself(data_dir, tmp_path):
     assert out.returncode != 0
     assert "error: rank 1 of 2: RuntimeError: a test's failure at step 2" in out.stderr
     assert time.time() - t0 < 60
+
+
+@needs_mpi
+def test_sigterm_to_mpiexec_saves_once_and_names_the_resume(data_dir, tmp_path):
+    run = tmp_path / "sig"
+    cmd = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "train.py"), "--data", str(data_dir), "--save",
+           str(run), *LSTM, "--epochs", "500", "--max-batches", "4", "--no-progress", "--log-interval", "0"]
+    child = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 60
+        while not (run / "state.npz").exists() and time.time() < deadline:    # an epoch or more trained
+            time.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert err.count("state saved. Resume with:") == 1 and f"--resume {run}" in err
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    resumed = train(1, "--resume", run, "--no-progress", "--epochs", last + 2)
+    assert resumed.returncode == 0, resumed.stderr
 
 
 def test_a_single_process_step_is_the_plain_step_to_the_bit(data_dir, tmp_path):
