@@ -69,3 +69,16 @@ def test_collectives_on_two_ranks():
     out = mpiexec(2, HERE / "mpi" / "collectives.py")
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(out.stdout.split("\n")[:4]) == ["ok 0", "ok 0 again", "ok 1", "ok 1 again"]
+
+
+def test_the_ring_allreduce_model_arithmetic():
+    from bench.allreduce_model import efficiency, ring_seconds
+    # 2 ranks: each sends half of 100 MB twice: 100 MB at 1 GB/s = 0.1 s, plus 2 latencies
+    assert ring_seconds(100e6, 2, 1e9, 1e-3) == pytest.approx(0.1 + 2e-3)
+    # N ranks: 2 (N - 1) / N of the bytes, 2 (N - 1) latencies
+    assert ring_seconds(8e6, 8, 1e9, 0.0) == pytest.approx(2 * 7 / 8 * 8e-3)
+    assert ring_seconds(0, 64, 1e9, 1e-5) == pytest.approx(126e-5)
+    assert ring_seconds(1e9, 1, 1.0, 1.0) == 0.0
+    # a step of 0.3 s with a 0.1 s all-reduce: 75 %; half the bytes in float16: closer to 1
+    assert efficiency(0.3, 100e6, 2, 1e9, 0.0) == pytest.approx(0.75)
+    assert efficiency(0.3, 50e6, 2, 1e9, 0.0) == pytest.approx(0.3 / 0.35)
