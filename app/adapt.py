@@ -22,15 +22,7 @@ import numpy as np
 from mytorch import backend
 from models.ensemble import fit_weights, mix_logp
 
-
-def stream_layout(articles, sos_id, eos_id, streams):
-    """The articles wrapped in <sos> ... <eos>, concatenated and laid out as `streams` contiguous
-    columns (app.evaluate.stream_nll's diagram) -> inputs, targets (B, n) int64."""
-    ids = np.concatenate([np.concatenate(([sos_id], a, [eos_id])) for a in articles])
-    n = (ids.size - 1) // streams
-    if n < 1:
-        raise ValueError(f"stream_nll: {ids.size} ids are too few for {streams} streams")
-    return ids[:n * streams].reshape(streams, n), ids[1:n * streams + 1].reshape(streams, n)
+from .scoring import stream_layout  # noqa: F401  (read_stream's layout; where callers found it)
 
 
 def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):

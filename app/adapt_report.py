@@ -24,8 +24,8 @@ from models.dynamic_eval import DynamicEval, predict_adapted
 from models.ensemble import Ensemble, fit_weights
 from models.neural_cache import NeuralCache
 
-from .adapt import candidates, cross_fit, read_stream, stream_layout
-from .evaluate import WINDOWS, perplexity, window_rows
+from .adapt import candidates, cross_fit, read_stream
+from .scoring import WINDOWS, perplexity, stream_layout, window_rows
 
 METHODS = ("cache", "dynamic")          # the stream methods, in the table's order; the ensemble is a column
 

@@ -81,12 +81,6 @@ class Ensemble:
                        "weights": self.weights.tolist()}
         self.meta = {}
 
-    @classmethod
-    def load(cls, paths, weights=None):
-        """The ensemble of the model files `paths` (models.load each)."""
-        from .loading import load_model
-        return cls([load_model(p) for p in paths], weights)
-
     def eval(self):
         for m in self.members:
             m.eval()
