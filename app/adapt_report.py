@@ -118,7 +118,7 @@ def fixture_report(paths, models, data, fix, args, say=print):
     """The course's fixtures, with the ensemble (--ensemble) and with each row adapted on its own
     20 words first (--dynamic: models.dynamic_eval.predict_adapted; each member's learning rate, 0
     included, chosen on ROW_FIT fixture-shaped rows of the validation split). Ensemble weights are
-    given or fitted by EM on the validation rows. --write-predictions saves the test fixtures' scores
+    given or fitted by EM on the validation rows (ROW_FIT of them when rows are adapted). --write-predictions saves the test fixtures' scores
     of the best. -> {what: fixture NLL}."""
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
@@ -134,7 +134,8 @@ def fixture_report(paths, models, data, fix, args, say=print):
                 + f" -> lr {lrs[-1]:g}")
     weights = args.ensemble or None
     if weights is None and len(models) > 1:
-        rows = np.stack([_nlls(row_scores(m, inp, lr), target) for m, lr in zip(models, lrs)])
+        n = ROW_FIT if any(lrs) else len(inp)           # adapting every row costs a step each
+        rows = np.stack([_nlls(row_scores(m, inp[:n], lr), target[:n]) for m, lr in zip(models, lrs)])
         weights = fit_weights(-rows)
         say(f"ensemble weights fitted by EM on {rows.shape[1]} fixture-shaped validation rows: "
             f"{np.round(weights, 3).tolist()}")

@@ -51,6 +51,8 @@ def parse_args(argv=None):
     a.add_argument("--streams", type=int, default=32, help="streams the split is read in (default: 32)")
     a.add_argument("--chunk", type=int, default=35, help="words read at a time (default: 35; a Transformer: "
                                                          "at most half its context)")
+    a.add_argument("--fixtures-only", action="store_true",
+                   help="skip the whole-split table: only the fixtures' part of the report")
     a.add_argument("--write-predictions", metavar="FILE.npy",
                    help="with --ensemble or --dynamic: save the (128, V) scores of the test fixtures")
     args = p.parse_args(argv)
@@ -112,7 +114,8 @@ def run(args):
             raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
     if adapting:
         from .adapt_report import fixture_report, stream_table
-        stream_table(args.checkpoint, models, data, args)
+        if not args.fixtures_only:
+            stream_table(args.checkpoint, models, data, args)
         if args.ensemble is not None or args.dynamic:
             fixture_report(args.checkpoint, models, data, fix, args)
         return 0
