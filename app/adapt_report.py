@@ -118,8 +118,8 @@ def fixture_report(paths, models, data, fix, args, say=print):
     """The course's fixtures, with the ensemble (--ensemble) and with each row adapted on its own
     20 words first (--dynamic: models.dynamic_eval.predict_adapted; each member's learning rate, 0
     included, chosen on ROW_FIT fixture-shaped rows of the validation split). Ensemble weights are
-    given or fitted by EM on the validation rows (ROW_FIT of them when rows are adapted). --write-predictions saves the test fixtures' scores
-    of the best. -> {what: fixture NLL}."""
+    given or fitted by EM on the validation rows (ROW_FIT of them when rows are adapted).
+    --write-predictions saves the test fixtures' scores of that setting. -> {what: fixture NLL}."""
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
     grids = args.dynamic_lr or [[3.0, 10.0]]
