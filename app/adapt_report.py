@@ -104,7 +104,7 @@ def describe(choices):
     return "; ".join(parts)
 
 
-ROW_FIT = 1024          # fixture-shaped validation rows that choose each member's row learning rate
+ROW_FIT = 512           # fixture-shaped validation rows that choose each member's row learning rate
 
 
 def row_scores(model, inp, lr):
@@ -123,19 +123,19 @@ def fixture_report(paths, models, data, fix, args, say=print):
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
     grids = args.dynamic_lr or [[3.0, 10.0]]
-    lrs = []
+    n = min(ROW_FIT, len(target)) if args.dynamic else len(target)   # adapting a row costs a step
+    lrs, chosen = [], []                                # each member's learning rate, its rows' NLL
     for k, (path, model) in enumerate(zip(paths, models)):
         grid = [0.0] + (list(grids[k if len(grids) > 1 else 0]) if args.dynamic else [])
-        fit = {lr: _nlls(row_scores(model, inp[:ROW_FIT], lr), target[:ROW_FIT]).mean() for lr in grid}
-        lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr], nan=np.inf)))
+        fit = {lr: _nlls(row_scores(model, inp[:n], lr), target[:n]) for lr in grid}       # (n,) each
+        lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr].mean(), nan=np.inf)))
+        chosen.append(fit[lrs[-1]])
         if args.dynamic:
-            say(f"{path}: each row adapted on its own words, NLL on {min(ROW_FIT, len(target))} "
-                "validation rows " + ", ".join(f"lr {lr:g}: {v:.4f}" for lr, v in fit.items())
-                + f" -> lr {lrs[-1]:g}")
+            say(f"{path}: each row adapted on its own words, NLL on {n} validation rows "
+                + ", ".join(f"lr {lr:g}: {v.mean():.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
     weights = args.ensemble or None
     if weights is None and len(models) > 1:
-        n = ROW_FIT if any(lrs) else len(inp)           # adapting every row costs a step each
-        rows = np.stack([_nlls(row_scores(m, inp[:n], lr), target[:n]) for m, lr in zip(models, lrs)])
+        rows = np.stack(chosen)                                                           # (K, n)
         weights = fit_weights(-rows)
         say(f"ensemble weights fitted by EM on {rows.shape[1]} fixture-shaped validation rows: "
             f"{np.round(weights, 3).tolist()}")
