@@ -157,15 +157,37 @@ def fixture_report(paths, models, data, fix, args, say=print):
         card = Path(args.write_predictions).with_suffix(".json")
         best = "adapted rows" if any(lrs) else "static"
         nlls = {(" ".join(k) if isinstance(k, tuple) else k): v for k, v in results.items()}
+        text = generation_check(ensemble, data, fix, Path(args.write_predictions), say)
         card.write_text(json.dumps({
             "scores": "(128, V) float32 scores of fixtures/prediction_test.npz's rows (softmax: the mixture)",
             "members": list(paths), "weights": ensemble.weights.tolist(), "row_learning_rates": lrs,
-            "fixture_nll": nlls, "written_with": best,
+            "fixture_nll": nlls, "written_with": best, "generation": text,
             "command": "python -m app.evaluate " + " ".join(args.argv)}, indent=2) + "\n")
         say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} and its card {card} "
             f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, "
             f"row learning rates {lrs})")
     return results
+
+
+def generation_check(ensemble, data, fix, predictions, say=print):
+    """The mixture's continuations of the test generation fixtures (the recommended decoding, 10
+    words), written beside the predictions (...-generated-texts-test.txt), and the bars they must
+    meet: distinct-2, rows repeating a 4-gram, the <unk> share. -> those figures."""
+    from fixtures import format_generation
+    from fixtures.text_metrics import distinct, repeating_rows, share
+    prompts = fix["generation_test"]
+    out = ensemble.generate(prompts, 10)
+    suffix = "-predictions-test.npy"
+    stem = predictions.name[:-len(suffix)] if predictions.name.endswith(suffix) else predictions.stem
+    name = stem + "-generated-texts-test.txt"
+    (predictions.parent / name).write_text(format_generation(data.vocab, prompts, out))
+    unk = [i for i, w in enumerate(data.vocab) if w == "<unk>"]
+    figures = dict(distinct_2=distinct(out, 2), rows_repeating_4gram=repeating_rows(out, 4),
+                   unk_share=share(out, unk[0]) if unk else 0.0)
+    say(f"the ensemble's continuations of generation_test ({predictions.parent / name}): distinct-2 "
+        f"{figures['distinct_2']:.3f}, rows repeating a 4-gram {figures['rows_repeating_4gram']}, <unk> "
+        f"{figures['unk_share']:.1%}")
+    return figures
 
 
 def _nlls(scores, target):

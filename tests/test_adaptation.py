@@ -271,6 +271,9 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     scores = np.load(out_file)
     card = json.loads(out_file.with_suffix(".json").read_text())
     assert card["members"] == paths and card["command"].endswith(str(out_file))
+    text = (tmp_path / "ens-generated-texts-test.txt").read_text().splitlines()
+    assert len(text) == len(fx["generation_test"]) and set(card["generation"]) == {
+        "distinct_2", "rows_repeating_4gram", "unk_share"}
     assert scores.shape == (len(fx["prediction_test_inp"]), Vd) and scores.dtype == np.float32
     members = [load(p) for p in paths]
     weights = fit_weights(-np.stack([window_nll(m, data.valid, Vd - 2, rows=50) for m in members]))
