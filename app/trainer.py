@@ -235,7 +235,7 @@ class Run:
         return None
 
     def say(self, text, err=False):
-        """Print a line (stdout, or stderr for warnings) without breaking the progress bars; rank 0's only."""
+        """Print a line (stdout, or stderr for warnings) without breaking the progress bars (rank 0's only)."""
         if self.comm.rank != 0:
             return
         if self.view is not None:
@@ -254,6 +254,7 @@ class Run:
             except EvaluationInterrupted:
                 interrupted = True
         if self.comm.share(interrupted):
+            self.stop_signal = self.stop_signal or signal.SIGTERM     # the others stop with rank 0
             raise EvaluationInterrupted
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
         task.end_epoch()
