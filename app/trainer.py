@@ -235,7 +235,7 @@ class Run:
         return None
 
     def say(self, text, err=False):
-        """Print a line (stdout, or stderr for warnings) without breaking the progress bars (rank 0's only)."""
+        """Print a line (stdout, or stderr for warnings) without breaking the bars; rank 0's only."""
         if self.comm.rank != 0:
             return
         if self.view is not None:
