@@ -22,7 +22,8 @@ import numpy as np
 from mytorch import backend
 from models.dynamic_eval import DynamicEval, predict_adapted
 from models.ensemble import Ensemble, fit_weights
-from models.neural_cache import NeuralCache
+from models.neural_cache import NeuralCache, row_cache_logp
+from mytorch.nn.softmax import log_softmax
 
 from .adapt import candidates, cross_fit, read_stream
 from .scoring import WINDOWS, perplexity, stream_layout, window_rows
@@ -107,65 +108,89 @@ def describe(choices):
 ROW_FIT = 512           # fixture-shaped validation rows that choose each member's row learning rate
 
 
-def row_scores(model, inp, lr):
-    """(N, V) next-word scores of the rows inp (N, T): static (lr 0) or each row adapted on its own words."""
-    if not lr:
-        return model.predict(inp)
-    return predict_adapted(model, inp, lr)
+def row_states(model, inp, batch=256):
+    """[(X (b, S, D) last-layer states, the rows' words after all but the last state (b, S - 1),
+    log p_model of the next word (b, V) float64)] over inp (N, T), `batch` rows at a time."""
+    out = []
+    for i in range(0, len(inp), batch):
+        rows = inp[i:i + batch]
+        X, _ = model.eval().encode(rows[:, -getattr(model, "max_len", rows.shape[1]):], cache=False)
+        out.append((X, rows[:, -X.shape[1] + 1:], log_softmax(model.scores(X[:, -1]).astype(np.float64))))
+    return out
+
+
+def row_scores(model, inp, setting, states=None):
+    """(N, V) next-word scores of the rows inp (N, T) under setting (lr, theta, lambda): static
+    (0, None, None), each row adapted on its own words (lr, None, None: predict_adapted), or mixed
+    with the cache over the row's own words (0, theta, lambda: row_cache_logp; states: row_states'
+    result, computed here if not given)."""
+    lr, theta, lam = setting
+    if theta is None:
+        return model.predict(inp) if not lr else predict_adapted(model, inp, lr)
+    states = states or row_states(model, inp)
+    parts = [row_cache_logp(X, words, logp, theta, lam) for X, words, logp in states]
+    return backend.xp().concatenate(parts)
 
 
 def fixture_report(paths, models, data, fix, args, say=print):
-    """The course's fixtures, with the ensemble (--ensemble) and with each row adapted on its own
-    20 words first (--dynamic: models.dynamic_eval.predict_adapted; each member's learning rate, 0
-    included, chosen on ROW_FIT fixture-shaped rows of the validation split). Ensemble weights are
-    given or fitted by EM on the validation rows (ROW_FIT of them when rows are adapted).
-    --write-predictions saves the test fixtures' scores of that setting. -> {what: fixture NLL}."""
+    """The course's fixtures: each model alone, and with --ensemble the mixture. Each row may first
+    adapt to its own 20 words: --dynamic, one SGD step on them (models.dynamic_eval.predict_adapted);
+    --cache, the cache over them (models.neural_cache.row_cache_logp). Each member's setting (static
+    included; one learning rate, or one theta and lambda, from the grids) is chosen on ROW_FIT
+    fixture-shaped rows of the validation split, then the ensemble weights by EM on the same rows
+    (or given). --write-predictions saves the test fixtures' scores of that setting with a card.
+    -> {(who, "static" | "adapted rows"): fixture NLL}."""
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
     grids = args.dynamic_lr or [[3.0, 10.0]]
-    n = min(ROW_FIT, len(target)) if args.dynamic else len(target)   # adapting a row costs a step
-    lrs, chosen = [], []                                # each member's learning rate, its rows' NLL
+    n = min(ROW_FIT, len(target)) if args.dynamic or args.cache else len(target)
+    settings, chosen = [], []                           # each member's (lr, theta, lambda), its rows' NLL
     for k, (path, model) in enumerate(zip(paths, models)):
-        grid = [0.0] + (list(grids[k if len(grids) > 1 else 0]) if args.dynamic else [])
-        fit = {lr: _nlls(row_scores(model, inp[:n], lr), target[:n]) for lr in grid}       # (n,) each
-        lrs.append(min(fit, key=lambda lr: np.nan_to_num(fit[lr].mean(), nan=np.inf)))
-        chosen.append(fit[lrs[-1]])
-        if args.dynamic:
-            say(f"{path}: each row adapted on its own words, NLL on {n} validation rows "
-                + ", ".join(f"lr {lr:g}: {v.mean():.4f}" for lr, v in fit.items()) + f" -> lr {lrs[-1]:g}")
+        fit = {(0.0, None, None): _nlls(row_scores(model, inp[:n], (0.0, None, None)), target[:n])}
+        for lr in (grids[k if len(grids) > 1 else 0] if args.dynamic else []):
+            fit[lr, None, None] = _nlls(row_scores(model, inp[:n], (lr, None, None)), target[:n])
+        states = row_states(model, inp[:n]) if args.cache else None
+        for theta, lam in itertools.product(args.cache_theta, args.cache_lambda) if args.cache else ():
+            fit[0.0, theta, lam] = _nlls(row_scores(model, inp[:n], (0.0, theta, lam), states), target[:n])
+        settings.append(min(fit, key=lambda key: np.nan_to_num(fit[key].mean(), nan=np.inf)))
+        chosen.append(fit[settings[-1]])
+        if len(fit) > 1:
+            say(f"{path}: rows adapted to their own words, NLL on {n} validation rows: static "
+                f"{fit[0.0, None, None].mean():.4f}, best {chosen[-1].mean():.4f} with (lr, theta, lambda) "
+                f"{settings[-1]}")
     weights = args.ensemble or None
     if weights is None and len(models) > 1:
-        rows = np.stack(chosen)                                                           # (K, n)
-        weights = fit_weights(-rows)
-        say(f"ensemble weights fitted by EM on {rows.shape[1]} fixture-shaped validation rows: "
+        weights = fit_weights(-np.stack(chosen))                                          # (K, n)
+        say(f"ensemble weights fitted by EM on {n} fixture-shaped validation rows: "
             f"{np.round(weights, 3).tolist()}")
     ensemble = Ensemble(models, weights)
     results = {}
-    for name, use in (("static", [0.0] * len(models)), ("adapted rows", lrs)):
-        if name != "static" and not any(use):
+    static = [(0.0, None, None)] * len(models)
+    for name, use in (("static", static), ("adapted rows", settings)):
+        if name != "static" and use == static:
             continue
-        scores = [row_scores(m, fix["prediction_inp"], lr) for m, lr in zip(models, use)]
+        scores = [row_scores(m, fix["prediction_inp"], s) for m, s in zip(models, use)]
         for path, z in zip(paths, scores):
             results[path, name] = _say_nll(say, f"{path}, {name}", _nlls(z, fix["prediction_out"]))
         if len(models) > 1:
             results["ensemble", name] = _say_nll(say, f"ensemble, {name}",
                                                  _nlls(ensemble.mix(scores), fix["prediction_out"]))
     if args.write_predictions:
-        test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], lr) for m, lr in zip(models, lrs)])
+        test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], s) for m, s in zip(models, settings)])
         test = backend.to_numpy(test).astype(np.float32)                                # (N, V)
         np.save(args.write_predictions, test)
         card = Path(args.write_predictions).with_suffix(".json")
-        best = "adapted rows" if any(lrs) else "static"
         nlls = {(" ".join(k) if isinstance(k, tuple) else k): v for k, v in results.items()}
         text = generation_check(ensemble, data, fix, Path(args.write_predictions), say)
         card.write_text(json.dumps({
             "scores": "(128, V) float32 scores of fixtures/prediction_test.npz's rows (softmax: the mixture)",
-            "members": list(paths), "weights": ensemble.weights.tolist(), "row_learning_rates": lrs,
-            "fixture_nll": nlls, "written_with": best, "generation": text,
+            "members": list(paths), "weights": ensemble.weights.tolist(),
+            "row_settings (lr, cache theta, cache lambda)": settings, "fixture_nll": nlls,
+            "generation (static mixture, recommended decoding)": text,
             "command": "python -m app.evaluate " + " ".join(args.argv)}, indent=2) + "\n")
         say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} and its card {card} "
-            f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, "
-            f"row learning rates {lrs})")
+            f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, row settings "
+            f"{settings})")
     return results
 
 

@@ -98,3 +98,24 @@ class NeuralCache:
         index = row * vocab_size + Y[None, :, None, :]                      # (G, B, t, M + t)
         out = xp.bincount(index.ravel(), weights=W.ravel(), minlength=G * B * t * vocab_size)
         return out.reshape(G, B, t, vocab_size)
+
+
+def row_cache_logp(H, words, logp, theta, lam):
+    """The cache over each row's own words, for independent rows (the course's fixtures).
+
+    H (N, T, D) a model's last-layer states over the rows inp (N, T), words (N, T - 1) = inp[:, 1:]
+    (the word after each state but the last), logp (N, V) the model's log-probabilities of the word
+    after the row -> (N, V) float64 log((1 - lam) p_model + lam p_cache), p_cache over the T - 1
+    states before the last, the last state the query:
+        p_cache(w) = sum_{i < T - 1, words_i = w} softmax_i(theta H[:, -1] . H[:, i])
+    """
+    xp = backend.get_array_module(H)
+    N, T, _ = H.shape
+    V = logp.shape[1]
+    s = theta * xp.einsum("nd,ntd->nt", H[:, -1], H[:, :-1]).astype(np.float64)     # (N, T - 1)
+    w = xp.exp(s - s.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    index = (xp.arange(N)[:, None] * V + xp.asarray(words)).ravel()
+    cache = xp.bincount(index, weights=w.ravel(), minlength=N * V).reshape(N, V)      # (N, V)
+    p = (1 - lam) * xp.exp(logp.astype(np.float64)) + lam * cache
+    return xp.log(xp.maximum(p, 1e-300))

@@ -256,7 +256,7 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
             "--dynamic-lr", "0.5", "--streams", "4", "--windows", "50"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("each row adapted on its own words, NLL on 50 validation rows lr 0: ") == 2
+    assert out.count("rows adapted to their own words, NLL on 50 validation rows: static ") == 2
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0] == f"| methods | {paths[0]} | {paths[1]} | ensemble |"
     assert [line.split(" | ")[0] for line in table[1:]] == ["| static", "| cache", "| dynamic",
@@ -265,15 +265,16 @@ def test_command_prints_every_combination_and_writes_the_ensembles_predictions(d
     assert table[1].startswith(f"| static | {perplexity(static[0]):.1f} | {perplexity(static[1]):.1f} |")
     fx = load_fixtures(data_dir, Vd)
     assert main(["--checkpoint", *paths, "--data", str(data_dir), "--ensemble", "--windows", "50",
-                 "--write-predictions", str(out_file)]) == 0
+                 "--write-predictions", str(out_file), "--fixtures-only"]) == 0
     out = capsys.readouterr().out
-    assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ")][1:] == ["| static"]
+    assert not [line for line in out.splitlines() if line.startswith("| ")]        # no whole-split table
     scores = np.load(out_file)
     card = json.loads(out_file.with_suffix(".json").read_text())
-    assert card["members"] == paths and card["command"].endswith(str(out_file))
+    assert card["members"] == paths and f"--write-predictions {out_file}" in card["command"]
     text = (tmp_path / "ens-generated-texts-test.txt").read_text().splitlines()
-    assert len(text) == len(fx["generation_test"]) and set(card["generation"]) == {
-        "distinct_2", "rows_repeating_4gram", "unk_share"}
+    bars = card["generation (static mixture, recommended decoding)"]
+    assert len(text) == len(fx["generation_test"])
+    assert set(bars) == {"distinct_2", "rows_repeating_4gram", "unk_share"}
     assert scores.shape == (len(fx["prediction_test_inp"]), Vd) and scores.dtype == np.float32
     members = [load(p) for p in paths]
     weights = fit_weights(-np.stack([window_nll(m, data.valid, Vd - 2, rows=50) for m in members]))
@@ -338,3 +339,20 @@ def test_predict_and_generate_take_an_ensemble(data_dir, tmp_path, capsys):
     assert generate.main(["--checkpoint", paths[0], str(tmp_path / "other.npz"), "--prompt", prompt]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: --weights") and "vocabulary" in err[1]
+
+
+def test_a_rows_cache_over_its_own_words_by_hand(rng):
+    from models.neural_cache import row_cache_logp
+    N, T, D = 3, 6, 4
+    H = rng.normal(size=(N, T, D))
+    words = rng.integers(0, V, (N, T - 1))
+    words[:, 2] = words[:, 0]                                   # a repeated word
+    logp = log_softmax(rng.normal(size=(N, V)))
+    got = row_cache_logp(H, words, logp, 0.8, 0.3)
+    for r in range(N):
+        s = 0.8 * H[r, :-1] @ H[r, -1]
+        w = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        cache = np.zeros(V)
+        np.add.at(cache, words[r], w)
+        assert_allclose(got[r], np.log(0.7 * np.exp(logp[r]) + 0.3 * cache), rtol=1e-12)
+    assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=1e-12)
