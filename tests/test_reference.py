@@ -75,3 +75,22 @@ def test_committed_continuations_read_as_text(published, hw4p1_dir):
         assert repeating_rows(out, 4) == 0
         assert distinct(out, 2) >= 0.6
         assert share(out, unk) <= 0.10
+
+
+def test_the_ensembles_predictions_are_what_its_card_says(hw4p1_dir):
+    """checkpoints/ensemble-predictions-test.npy: recomputed from the card's members, weights and
+    row settings (app.evaluate --ensemble --cache --fixtures-only), and its fixture NLL."""
+    from app.adapt_report import row_scores
+    from models import Ensemble, load
+    card = json.loads((REF / "ensemble-predictions-test.json").read_text())
+    members = [load(REF.parent / p) for p in card["members"]]
+    ens = Ensemble(members, card["weights"])
+    fx = load_fixtures(hw4p1_dir, ens.vocab_size)
+    settings = [tuple(s) for s in card["row_settings (lr, cache theta, cache lambda)"]]
+
+    def scores(inp):
+        return ens.mix([row_scores(m, inp, s) for m, s in zip(members, settings)])
+    committed = np.load(REF / "ensemble-predictions-test.npy")
+    np.testing.assert_allclose(committed, scores(fx["prediction_test_inp"]), rtol=1e-4, atol=1e-4)
+    nll = prediction_nll(scores(fx["prediction_inp"]), fx["prediction_out"])
+    assert nll == pytest.approx(card["fixture_nll"]["ensemble adapted rows"], abs=1e-4)
