@@ -52,7 +52,8 @@ def parse_args(argv=None):
     a.add_argument("--chunk", type=int, default=35, help="words read at a time (default: 35; a Transformer: "
                                                          "at most half its context)")
     a.add_argument("--fixtures-only", action="store_true",
-                   help="skip the whole-split table: only the fixtures' part of the report")
+                   help="only the fixtures' part of the report (each row adapted to its own words with "
+                        "--dynamic or --cache; with --ensemble it follows the whole-split table anyway)")
     a.add_argument("--write-predictions", metavar="FILE.npy",
                    help="with --ensemble or --dynamic: save the (128, V) scores of the test fixtures")
     args = p.parse_args(argv)
@@ -66,9 +67,8 @@ def check_adaptation(args):
     if args.ensemble is not None and (k < 2 or (args.ensemble and len(args.ensemble) != k)):
         raise UsageError(f"--ensemble needs at least 2 checkpoints and, if weights are given, one per "
                          f"checkpoint ({k} checkpoints, {len(args.ensemble)} weights)")
-    if args.write_predictions and args.ensemble is None and not args.dynamic:
-        raise UsageError("--write-predictions writes an ensemble's or adapted rows' scores: add --ensemble "
-                         "or --dynamic")
+    if args.write_predictions and args.ensemble is None and not args.fixtures_only:
+        raise UsageError("--write-predictions writes the fixtures' scores: add --ensemble or --fixtures-only")
     if args.dynamic_lr and len(args.dynamic_lr) not in (1, k):
         raise UsageError(f"--dynamic-lr: give it once (for every checkpoint) or once per checkpoint ({k}), "
                          f"not {len(args.dynamic_lr)} times")
@@ -116,7 +116,7 @@ def run(args):
         from .adapt_report import fixture_report, stream_table
         if not args.fixtures_only:
             stream_table(args.checkpoint, models, data, args)
-        if args.ensemble is not None or args.dynamic:
+        if args.ensemble is not None or args.fixtures_only:
             fixture_report(args.checkpoint, models, data, fix, args)
         return 0
     positions = int(window_starts(data.valid, PROMPT + 1).sum())
