@@ -1,5 +1,9 @@
-"""Run by tests/test_communicator.py under `mpiexec -n 2`: each collective against the same sum
-computed here from every rank's known values. Prints "ok <rank>" when all hold."""
+"""Run by tests/test_communicator.py under `mpiexec -n 2 ... collectives.py DIR`: each collective
+against the same sum computed here from every rank's known values. Each rank writes DIR/rank<r>
+("ok", then "ok again") when its checks hold (files, not stdout: the ranks' lines interleave)."""
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from mytorch import communicator
@@ -30,7 +34,8 @@ try:
     raise AssertionError("ranks with different weights were not detected")
 except RuntimeError as err:
     assert "ranks [1] hold other weights than rank 0" in str(err), err
-print("ok", r, flush=True)
+report = Path(sys.argv[1]) / f"rank{r}"
+report.write_text("ok\n")
 
 # reduce_step: gradients and loss weighted by each rank's items
 items = [3, 1][r]
@@ -41,4 +46,4 @@ assert abs(loss - (3 * 2.0 + 1 * 6.0) / 4) < 1e-6
 assert comm.share({"dir": f"run{r}"}) == {"dir": "run0"}
 rows = comm.gather_rows(np.full((2, 3), r))
 assert (rows is None) if r else np.array_equal(rows[:, 0], [0, 0, 1, 1])
-print("ok", r, "again", flush=True)
+report.write_text("ok\nok again\n")
