@@ -21,8 +21,7 @@ import numpy as np
 
 from mytorch import backend
 from models.ensemble import fit_weights, mix_logp
-
-from .scoring import stream_layout  # noqa: F401  (read_stream's layout; where callers found it)
+from models.neural_cache import mixed_logp
 
 
 def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):
@@ -75,8 +74,8 @@ def read_stream(model, inputs, targets, chunk=35, cache=None, dynamic=None):
 def with_cache(record, lam, g):
     """log p of each word (B, n) with the cache's theta number g mixed in at weight lam:
     log((1 - lam) p_model + lam p_cache), the model alone where the cache had no window."""
-    p = (1 - lam) * np.exp(-record["nll"]) + lam * record["cache"][g]
-    return np.where(record["valid"], np.log(np.maximum(p, 1e-300)), -record["nll"])
+    mixed = mixed_logp(np.exp(-record["nll"]), record["cache"][g], lam)
+    return np.where(record["valid"], mixed, -record["nll"])
 
 
 def candidates(records, lambdas=()):

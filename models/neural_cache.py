@@ -51,7 +51,7 @@ class NeuralCache:
             raise ValueError(f"NeuralCache: targets of shape {tuple(targets.shape)} do not match "
                              f"the states' (B, t) = {(B, t)}")
         if self.keys is None:
-            self.keys, self.values = xp.zeros((B, 0, D), dtype=H.dtype), xp.zeros((B, 0), dtype=targets.dtype)
+            self.remember(H[:, :0], targets[:, :0])                         # an empty window per stream
         if self.keys.shape[0] != B or self.keys.shape[2] != D:
             raise ValueError(f"NeuralCache: holds {self.keys.shape[0]} streams of width "
                              f"{self.keys.shape[2]}, "
@@ -71,8 +71,12 @@ class NeuralCache:
         W *= valid[:, None]                                                 # ... weighs nothing
         return W, Y, valid
 
-    def _remember(self, H, targets):
+    def remember(self, H, targets):
+        """Hold H (B, t, D) and the words after them, targets (B, t), without scoring (the oldest
+        beyond L leave)."""
         xp = backend.get_array_module(H)
+        if self.keys is None:
+            self.keys, self.values = H[:, :0], xp.asarray(targets)[:, :0]
         self.keys = xp.concatenate([self.keys, H], axis=1)[:, -self.size:]
         self.values = xp.concatenate([self.values, xp.asarray(targets).astype(self.values.dtype)],
                                      axis=1)[:, -self.size:]
@@ -85,7 +89,7 @@ class NeuralCache:
         xp = backend.get_array_module(W)
         hit = Y[:, None, :] == xp.asarray(targets)[:, :, None]              # (B, t, M + t): y_i = target
         p = (W * hit).sum(axis=-1)                                          # (G, B, t)
-        self._remember(H, targets)
+        self.remember(H, targets)
         return p, valid
 
     def distribution(self, H, targets, vocab_size):
@@ -100,22 +104,25 @@ class NeuralCache:
         return out.reshape(G, B, t, vocab_size)
 
 
+def mixed_logp(p_model, p_cache, lam):
+    """log((1 - lam) p_model + lam p_cache), float64, never log 0 (any shapes that broadcast)."""
+    xp = backend.get_array_module(p_model)
+    p = (1 - lam) * xp.asarray(p_model, dtype=np.float64) + lam * p_cache
+    return xp.log(xp.maximum(p, 1e-300))
+
+
 def row_cache_logp(H, words, logp, theta, lam):
     """The cache over each row's own words, for independent rows (the course's fixtures).
 
     H (N, T, D) a model's last-layer states over the rows inp (N, T), words (N, T - 1) = inp[:, 1:]
     (the word after each state but the last), logp (N, V) the model's log-probabilities of the word
-    after the row -> (N, V) float64 log((1 - lam) p_model + lam p_cache), p_cache over the T - 1
-    states before the last, the last state the query:
-        p_cache(w) = sum_{i < T - 1, words_i = w} softmax_i(theta H[:, -1] . H[:, i])
+    after the row -> (N, V) float64 mixed_logp(p_model, p_cache, lam): a NeuralCache holding the
+    row's first T - 1 states, asked with the last one.
     """
     xp = backend.get_array_module(H)
     N, T, _ = H.shape
-    V = logp.shape[1]
-    s = theta * xp.einsum("nd,ntd->nt", H[:, -1], H[:, :-1]).astype(np.float64)     # (N, T - 1)
-    w = xp.exp(s - s.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
-    index = (xp.arange(N)[:, None] * V + xp.asarray(words)).ravel()
-    cache = xp.bincount(index, weights=w.ravel(), minlength=N * V).reshape(N, V)      # (N, V)
-    p = (1 - lam) * xp.exp(logp.astype(np.float64)) + lam * cache
-    return xp.log(xp.maximum(p, 1e-300))
+    cache = NeuralCache(T, theta)
+    cache.remember(H[:, :-1], words)
+    unknown = xp.zeros((N, 1), dtype=cache.values.dtype)               # the word asked for: never read
+    p_cache = cache.distribution(H[:, -1:], unknown, logp.shape[1])[0, :, 0]          # (N, V)
+    return mixed_logp(xp.exp(logp.astype(np.float64)), p_cache, lam)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from app.adapt import candidates, cross_fit, read_stream, stream_layout, with_cache
+from app.adapt import candidates, cross_fit, read_stream, with_cache
 from app.evaluate import stream_nll
+from app.scoring import stream_layout
 from models import LanguageModel, TransformerLM
 from models.dynamic_eval import DynamicEval
 from models.ensemble import Ensemble, fit_weights, mix_logp
