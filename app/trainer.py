@@ -88,7 +88,7 @@ class Run:
         """Write state.npz atomically. Returns True, or False (with a message) if it failed."""
         path = self.dir / "state.npz"
         arrays = self.state_arrays()                    # every rank: it gathers a carried state
-        self.comm.agree([p for _, p, _ in optim.unique_parameters(self.model.parameters())], "weights")
+        self.comm.agree([p for _, p, _ in self.opt.params], "weights")
         if self.comm.rank != 0:                         # only rank 0 writes
             self.saved_at = (self.pos["epoch"], self.pos["batch"])
             return True
@@ -174,18 +174,17 @@ class Run:
         """Several processes (mytorch.communicator): rank 0's weights on every rank, the same data
         checked, and each rank's dropout its own stream of the run's seed (rank 0 keeps the run's own,
         which state.npz saves). One process: nothing changes."""
-        params = [p for _, p, _ in optim.unique_parameters(self.model.parameters())]
-        self.comm.broadcast(params)
-        self.comm.agree([np.frombuffer(self.task.fingerprint().encode(), np.uint8)], "training data")
+        self.comm.broadcast([p for _, p, _ in self.opt.params])
+        self.comm.agree([np.frombuffer(self.cfg["data_fingerprint"].encode(), np.uint8)], "training data")
         if self.comm.rank:
             at = (self.cfg["seed"], self.comm.rank, self.pos["epoch"], self.pos["batch"])
             for k, d in enumerate(self.model.drops):
                 d.rng.bit_generator.state = np.random.default_rng([*at, k]).bit_generator.state
 
     def shard(self, x, y):
-        """This rank's rows of a batch: x, y (B, ...) -> rows rank * B / N onwards (one process: all)."""
-        rows = np.array_split(np.arange(len(x)), self.comm.size)[self.comm.rank]
-        return (x, y) if self.comm.size == 1 else (x[rows], y[rows])
+        """This rank's rows of a batch: x, y (B, ...) -> views of its share (one process: all of them)."""
+        rows = self.comm.rows(len(x))
+        return x[rows], y[rows]
 
     def should_stop(self):
         """Whether any rank was sent a signal: every rank then stops after the same batch."""

@@ -14,14 +14,8 @@ OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when NumPy loads it, so it is set h
 import os
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # read back: fast.parallel.openblas_thread_timeout()
-# Under mpiexec -n N (mytorch.communicator) each process takes its share of the cores, BLAS included
-# (OpenBLAS reads its thread count when NumPy loads it), unless the user set them.
-_ranks = next((int(os.environ[k]) for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-               if os.environ.get(k, "").isdigit()), 1)
-if _ranks > 1:
-    _share = str(max(1, (os.cpu_count() or 1) // _ranks))
-    for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MYTORCH_THREADS"):
-        os.environ.setdefault(_name, _share)
+from .launch import share_cores  # noqa: E402  (os only: before NumPy loads)
+share_cores()                    # under mpiexec -n N, each process its share of the cores
 
 from . import backend, nn, optim  # noqa: F401, E402
 from .backend import set_backend, get_backend, get_array_module, to_numpy, to_device  # noqa: F401, E402

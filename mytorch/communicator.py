@@ -16,25 +16,15 @@ as one process, and a command started by mpiexec says in one line what to instal
 
 Shapes: P the total number of gradient entries, packed in order.
 """
-import os
 import sys
 import zlib
 
 import numpy as np
 
 from . import backend
+from .launch import SIZE_VARIABLES, launched_size  # noqa: F401  (SIZE_VARIABLES: where tests find it)
 
 INSTALL = "pip install -e '.[mpi]'   (mpi4py and MPICH wheels)"
-# set by the launchers mpiexec uses (MPICH's Hydra: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE)
-SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
-
-
-def launched_size():
-    """How many processes the launcher started (1 when not started by mpiexec)."""
-    for name in SIZE_VARIABLES:
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 1
 
 
 def create():
@@ -50,6 +40,13 @@ def create():
     return MPICommunicator()
 
 
+def rows_of(n, rank, size):
+    """slice of rank's share of n rows, as np.array_split cuts them (the first n % size one longer)."""
+    q, extra = divmod(n, size)
+    lo = rank * q + min(rank, extra)
+    return slice(lo, lo + q + (rank < extra))
+
+
 def checksum(arrays):
     """One number that changes when any value of the arrays changes (CRC32 of their bytes)."""
     crc = 0
@@ -61,6 +58,10 @@ def checksum(arrays):
 class SingleProcess:
     """The communicator of one process: rank 0 of 1; every collective leaves the arrays as they are."""
     rank, size = 0, 1
+
+    def rows(self, n):
+        """This rank's rows of n (all of them): a slice."""
+        return rows_of(n, 0, 1)
 
     def broadcast(self, arrays):
         pass
@@ -100,12 +101,16 @@ class MPICommunicator:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._flat = None                                   # (P,) float32, allocated at the first call
 
+    def rows(self, n):
+        """This rank's rows of n, a slice: a batch's or the carried streams' share."""
+        return rows_of(n, self.rank, self.size)
+
     def broadcast(self, arrays):
         """Rank 0's values into every rank's arrays (in place, any dtype)."""
         for a in arrays:
             host = np.ascontiguousarray(backend.to_numpy(a))
             self.comm.Bcast(host, root=0)
-            a[...] = backend.to_device(host) if not isinstance(a, np.ndarray) else host
+            a[...] = backend.get_array_module(a).asarray(host)
 
     def allreduce_mean(self, grads):
         """Each gradient replaced by its mean over the ranks (reduce_step with equal weights)."""

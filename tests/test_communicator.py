@@ -83,3 +83,11 @@ def test_the_ring_allreduce_model_arithmetic():
     # a step of 0.3 s with a 0.1 s all-reduce: 75 %; half the bytes in float16: closer to 1
     assert efficiency(0.3, 100e6, 2, 1e9, 0.0) == pytest.approx(0.75)
     assert efficiency(0.3, 50e6, 2, 1e9, 0.0) == pytest.approx(0.3 / 0.35)
+
+
+def test_rows_of_cut_as_array_split():
+    for n in (0, 1, 5, 8, 13):
+        for size in (1, 2, 3, 4):
+            want = np.array_split(np.arange(n), size)
+            assert [np.arange(n)[communicator.rows_of(n, r, size)].tolist() for r in range(size)] == \
+                [w.tolist() for w in want]

@@ -149,7 +149,7 @@ class Task:
             want = (self.cfg["batch_size"], layer.hidden_size)
             if tuple(h.shape) != want or tuple(c.shape) != want:
                 raise ValueError(f"carry/{k}: shapes {tuple(h.shape)}, {tuple(c.shape)}, expected {want}")
-            rows = np.array_split(np.arange(want[0]), self.comm.size)[self.comm.rank]   # this rank's streams
+            rows = self.comm.rows(want[0])                                             # this rank's streams
             carried.append((backend.to_device(h[rows]), backend.to_device(c[rows])))
         self.carried = carried
 
