@@ -77,9 +77,6 @@ class Ensemble:
         self.members = members
         self.weights = check_weights(np.ones(len(members)) if weights is None else weights, len(members))
         self.vocab_size, self.vocab = first.vocab_size, first.vocab
-        self.config = {"model": "ensemble", "members": [m.config for m in members],
-                       "weights": self.weights.tolist()}
-        self.meta = {}
 
     def eval(self):
         for m in self.members:
