@@ -31,10 +31,18 @@ from .scoring import WINDOWS, perplexity, stream_layout, window_rows
 METHODS = ("cache", "dynamic")          # the stream methods, in the table's order; the ensemble is a column
 
 
+def lr_grid(args, k):
+    """Checkpoint k's dynamic learning rates: [] without --dynamic; --dynamic-lr given once (for
+    every checkpoint) or once per checkpoint; default 3 10."""
+    if not args.dynamic:
+        return []
+    grids = args.dynamic_lr or [[3.0, 10.0]]
+    return list(grids[k if len(grids) > 1 else 0])
+
+
 def read_member(model, inputs, targets, args, k):
     """Every pass member k needs -> {dynamic lr (0: static): read_stream record}."""
-    grids = args.dynamic_lr or [[3.0, 10.0]]           # one --dynamic-lr for all, or one per checkpoint
-    lrs = [0.0] + (list(grids[k if len(grids) > 1 else 0]) if args.dynamic else [])
+    lrs = [0.0] + lr_grid(args, k)
     records = {}
     for lr in lrs:
         cache = NeuralCache(args.cache, args.cache_theta) if args.cache else None
@@ -142,12 +150,11 @@ def fixture_report(paths, models, data, fix, args, say=print):
     -> {(who, "static" | "adapted rows"): fixture NLL}."""
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
-    grids = args.dynamic_lr or [[3.0, 10.0]]
     n = min(ROW_FIT, len(target)) if args.dynamic or args.cache else len(target)
     settings, chosen = [], []                           # each member's (lr, theta, lambda), its rows' NLL
     for k, (path, model) in enumerate(zip(paths, models)):
         fit = {(0.0, None, None): _nlls(row_scores(model, inp[:n], (0.0, None, None)), target[:n])}
-        for lr in (grids[k if len(grids) > 1 else 0] if args.dynamic else []):
+        for lr in lr_grid(args, k):
             fit[lr, None, None] = _nlls(row_scores(model, inp[:n], (lr, None, None)), target[:n])
         states = row_states(model, inp[:n]) if args.cache else None
         for theta, lam in itertools.product(args.cache_theta, args.cache_lambda) if args.cache else ():

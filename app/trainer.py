@@ -40,7 +40,7 @@ class Run:
     def __init__(self, cfg, exp_dir, task, comm=ONE_PROCESS):
         self.cfg, self.dir, self.task, self.comm = cfg, Path(exp_dir), task, comm
         task.comm = comm                                 # each rank steps on its share of every batch
-        if cfg.get("batch_size", 0) % comm.size:
+        if (task.rows_per_batch or 0) % comm.size:
             raise UsageError(f"--batch_size {cfg['batch_size']} cannot be shared by {comm.size} processes: "
                              f"give a multiple of {comm.size}, or another process count")
         cfg["data_fingerprint"] = task.fingerprint()     # the data's identity: --resume checks it

@@ -14,6 +14,8 @@ progress, metrics.jsonl, curves, signals, errors):
     model                 the model (train()/eval(), drops: its dropout layers, save(path, meta))
     loader                set_epoch(e), batches(start) -> (x, y) of epoch e from batch `start`, len()
     items_per_batch, unit the progress line's throughput: items a batch, and their name ("tok", "img")
+    rows_per_batch, comm  the rows every batch holds (None: they vary), which N ranks must share evenly;
+                          the trainer's communicator (mytorch.communicator), set by the trainer
     metric, higher_is_better, metric_name   the evaluation key that picks best.npz, and its words
     fingerprint()         the training data's identity (--resume refuses other data)
     meta()                what best.npz and state.npz record about the data ({"vocab_size": V}, ...)

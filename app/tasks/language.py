@@ -85,6 +85,11 @@ class Task:
     curves = CURVES
     comm = ONE_PROCESS      # the trainer's communicator (mytorch.communicator): x, y are this rank's rows
 
+    @property
+    def rows_per_batch(self):
+        """Rows (streams) in every batch, which the ranks must share evenly."""
+        return self.cfg["batch_size"]
+
     def __init__(self, cfg, exp_dir, data, fixtures):
         self.cfg, self.dir, self.data, self.fx = cfg, exp_dir, data, fixtures
         V = len(data.vocab)

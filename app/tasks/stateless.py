@@ -8,6 +8,11 @@ from ..step import ONE_PROCESS, batch_items, train_step
 class StatelessTask:
     comm = ONE_PROCESS      # the trainer's communicator (mytorch.communicator): x, y are this rank's share
 
+    @property
+    def rows_per_batch(self):
+        """Rows in every batch, which the ranks must share evenly (None: batches vary)."""
+        return self.cfg["batch_size"]
+
     def extra_arrays(self):
         return {}
 

@@ -166,6 +166,7 @@ class Task(StatelessTask):
 
     unit, metric, higher_is_better, metric_name = "tok", "valid_bleu", True, "validation BLEU (greedy)"
     curves = CURVES
+    rows_per_batch = None   # --batch_size counts tokens: any number of ranks shares a batch (by weight)
 
     def __init__(self, cfg, exp_dir, splits):
         self.cfg, self.dir = cfg, exp_dir
