@@ -49,7 +49,10 @@ def window_rows(articles, sos_id, rows=WINDOWS, prompt=PROMPT, seed=0):
     return inp, words[:, -1]
 
 
-def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
+STREAMS = 32            # the whole-split reading's contiguous streams (pytorch/examples' eval batch)
+
+
+def stream_nll(model, articles, sos_id, eos_id, streams=STREAMS, chunk=35, rows=slice(None)):
     """Mean NLL per word over a whole split, state carried across chunks.
 
     The articles are wrapped in <sos> ... <eos> and concatenated (as for training),
@@ -64,10 +67,13 @@ def stream_nll(model, articles, sos_id, eos_id, streams=32, chunk=35):
     Each chunk is scored by the model's mean_nll (the full softmax: the training loss,
     LinearCrossEntropyLoss, over a reused logits buffer; an adaptive softmax: its exact
     log-probabilities).
+    `rows` (a slice of the B streams) reads only those: the streams never interact, so the ranks of
+    a data-parallel run each read their share and add their (mean x count).
     Returns (mean NLL, number of words scored). Perplexity is exp(mean NLL).
     """
     chunk = model.stream_chunk(chunk)                           # a Transformer's is shorter
     inputs, targets = stream_layout(articles, sos_id, eos_id, streams)   # (B, n) each
+    inputs, targets = inputs[rows], targets[rows]
     n = inputs.shape[1]
     was_training = model.training
     model.eval()

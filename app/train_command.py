@@ -305,11 +305,13 @@ def train(run, exp_dir, args, temporary):
     def on_signal(signum, frame):
         if run.stop_signal is None:  # the first: finish this batch (or drop the evaluation), save, exit
             run.stop_signal = signum
-            what = "the evaluation" if run.evaluating else "after this step"
+            drop = run.evaluating and run.comm.size == 1   # ranks finish a split evaluation together
+            what = ("the evaluation" if drop else "after the evaluation" if run.evaluating
+                    else "after this step")
             if lead:
                 os.write(2, f"\n{signal.Signals(signum).name}: stopping {what} and saving "
                             "(send it again to quit at once)\n".encode())
-            if run.evaluating:
+            if drop:
                 raise EvaluationInterrupted
         else:                        # the second: quit now, without saving
             raise KeyboardInterrupt
@@ -340,6 +342,6 @@ def train(run, exp_dir, args, temporary):
                   file=sys.stderr)
         return 128 + stopped
     where_model = "(a dry run: nothing kept)" if temporary else f"model in {exp_dir / 'best.npz'}"
-    if lead:                                    # (only rank 0 evaluated: the others have no best)
+    if lead:
         print(f"done: best {run.task.metric_name} {run.task.format_metric(run.pos['best'])}; {where_model}")
     return 0

@@ -243,18 +243,12 @@ class Run:
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
     def end_epoch(self, epoch):
-        """Rank 0 evaluates the epoch and writes its files (the others wait); then every rank starts
-        the next epoch together. A signal during the evaluation stops every rank."""
+        """Every rank evaluates its share of the epoch (the task splits the work through the
+        communicator), rank 0 writes the files; then every rank starts the next epoch together.
+        A signal during one process's evaluation interrupts it (EvaluationInterrupted); several
+        ranks finish it (a rank leaving the split would leave the others waiting) and stop after."""
         pos, task = self.pos, self.task
-        interrupted = False
-        if self.comm.rank == 0:
-            try:
-                self.evaluate_epoch(epoch)
-            except EvaluationInterrupted:
-                interrupted = True
-        if self.comm.share(interrupted):
-            self.stop_signal = self.stop_signal or signal.SIGTERM     # the others stop with rank 0
-            raise EvaluationInterrupted
+        self.evaluate_epoch(epoch)
         pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_count=0, train_seconds=0.0)
         task.end_epoch()
         if self.comm.rank == 0:
@@ -266,15 +260,18 @@ class Run:
                       self.say)
 
     def evaluate_epoch(self, epoch):
-        """The task's evaluation of the epoch: its metrics row, the log lines, best.npz."""
+        """The task's evaluation of the epoch, on every rank: its metrics row (rank 0's, shared), the
+        log lines, best.npz."""
         pos, task = self.pos, self.task
         try:
             self.evaluating = True
             t0 = time.time()
             ev = task.evaluate(epoch + 1, self.say)
-            ev["eval_seconds"] = time.time() - t0
+            if self.comm.rank == 0:
+                ev["eval_seconds"] = time.time() - t0
         finally:
             self.evaluating = False
+        ev = self.comm.share(ev)
         if self.view is not None:
             self.view.evaluated(ev["eval_seconds"])
         samples = ev.pop("samples", None)
@@ -290,7 +287,8 @@ class Run:
         value = row[task.metric]
         if pos["best"] is None or (value > pos["best"] if task.higher_is_better else value < pos["best"]):
             pos["best"] = value
-            try_write(self.dir / "best.npz", lambda path: task.save_best(path, row), self.say)
+            if self.comm.rank == 0:
+                try_write(self.dir / "best.npz", lambda path: task.save_best(path, row), self.say)
 
 
 def where(epoch, batch):

@@ -3,6 +3,7 @@
     comm = communicator.create()          # MPI under mpiexec -n N (mpi4py), else the one-process twin
     comm.rank, comm.size                  # this process's number, how many there are
     comm.broadcast(arrays)                # rank 0's values into every rank's arrays, in place
+    comm.sum(values), comm.gather(obj)    # numbers summed over the ranks; every rank's object on rank 0
     comm.allreduce_mean(grads)            # every rank's gradients replaced by their mean, in place
     loss = comm.reduce_step(grads, n, loss)   # the same, weighted by each rank's n items; the mean loss
 
@@ -76,6 +77,10 @@ class SingleProcess:
         """Rank 0's Python object on every rank (here: obj)."""
         return obj
 
+    def gather(self, obj):
+        """Every rank's Python object, in rank order, on rank 0 (here: [obj])."""
+        return [obj]
+
     def gather_rows(self, array):
         """Every rank's rows, concatenated in rank order, on rank 0 (here: the array, on the host)."""
         return backend.to_numpy(array)
@@ -144,9 +149,13 @@ class MPICommunicator:
         """Rank 0's Python object (a path, a decision) on every rank."""
         return self.comm.bcast(obj, root=0)
 
+    def gather(self, obj):
+        """Every rank's Python object (a list of translations), in rank order, on rank 0; None elsewhere."""
+        return self.comm.gather(obj, root=0)
+
     def gather_rows(self, array):
         """Every rank's rows (axis 0), concatenated in rank order, on rank 0; None elsewhere."""
-        parts = self.comm.gather(backend.to_numpy(array), root=0)
+        parts = self.gather(backend.to_numpy(array))
         return None if parts is None else np.concatenate(parts)
 
     def sum(self, values):

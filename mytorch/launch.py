@@ -1,6 +1,7 @@
 """How many processes mpiexec started, read before NumPy loads (mytorch/__init__ sets each one's
 threads from it; mytorch.communicator chooses MPI or one process by it). Imports nothing but os."""
 import os
+import sys
 
 # set by the launchers mpiexec uses (MPICH's Hydra: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE)
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
@@ -20,5 +21,13 @@ def share_cores():
     count when NumPy loads it), unless the user set them."""
     ranks = launched_size()
     if ranks > 1:
+        share = str(max(1, (os.cpu_count() or 1) // ranks))
+        if "numpy" in sys.modules and os.environ.get("OPENBLAS_NUM_THREADS") is None:
+            # too late for OpenBLAS: every rank runs a thread per core, and the ranks' threads fight
+            # (a rank's whole-split evaluation measured 4x slower)
+            print(f"mytorch: warning: numpy was imported before mytorch under mpiexec -n {ranks}: "
+                  f"each process's BLAS uses every core; import mytorch first, or set "
+                  f"OPENBLAS_NUM_THREADS={share}",
+                  file=sys.stderr)
         for name in THREAD_VARIABLES:
-            os.environ.setdefault(name, str(max(1, (os.cpu_count() or 1) // ranks)))
+            os.environ.setdefault(name, share)

@@ -48,6 +48,7 @@ def test_one_process_is_rank_0_of_1_and_changes_nothing(monkeypatch):
     comm.allreduce_mean([a])
     comm.agree([a], "weights")
     assert np.array_equal(a, before) and comm.sum([2.5, 1]).tolist() == [2.5, 1.0]
+    assert comm.gather(["a text"]) == [["a text"]] and comm.rows(5) == slice(0, 5)
 
 
 def test_mpiexec_without_mpi4py_names_the_install(monkeypatch):
@@ -91,3 +92,16 @@ def test_rows_of_cut_as_array_split():
             want = np.array_split(np.arange(n), size)
             assert [np.arange(n)[communicator.rows_of(n, r, size)].tolist() for r in range(size)] == \
                 [w.tolist() for w in want]
+
+
+def test_numpy_imported_before_mytorch_under_mpiexec_is_one_warning():
+    """Each rank's share of the cores is set before NumPy loads OpenBLAS; a program that loaded
+    NumPy first is told (its ranks' BLAS threads would fight over the cores)."""
+    unset = ("OPENBLAS_NUM_THREADS", *communicator.SIZE_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(PMI_SIZE="2", PYTHONPATH=str(HERE.parent))
+    for code, warned in (("import numpy, mytorch", True), ("import mytorch, numpy", False)):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert ("numpy was imported before mytorch under mpiexec -n 2" in out.stderr) == warned, code

@@ -79,6 +79,26 @@ def test_two_ranks_with_half_batches_reach_one_process_weights(case, data_dir, f
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes (MPI)" in two.stdout and two.stdout.count("model: ") == 1    # rank 0 speaks
     same_weights(tmp_path / "one", tmp_path / "two")
+    same_evaluation(tmp_path / "one", tmp_path / "two")
+
+
+def same_evaluation(a, b):
+    """The epoch's evaluation, split over the ranks and summed, = one process's reading all of it."""
+    ra, rb = (json.loads((Path(d) / "metrics.jsonl").read_text().splitlines()[-1]) for d in (a, b))
+    counts = ("_words", "_images", "_sentences")
+    measured = [k for k in ra if k.startswith(("val", "valid")) and not k.endswith(counts)]
+    assert measured and ra.keys() == rb.keys()
+    for k in ra:
+        if k in measured:
+            assert_allclose(rb[k], ra[k], rtol=1e-4, err_msg=k)
+        elif k.endswith(counts):
+            assert rb[k] == ra[k], k                # every rank's share counted once
+    for name in ("valid-translations-1.txt", "predictions-test-1.npy"):
+        if (Path(a) / name).exists():               # rank 0 gathered every share, in order
+            if name.endswith(".txt"):
+                assert (Path(b) / name).read_text().splitlines() == (Path(a) / name).read_text().splitlines()
+            else:
+                assert_allclose(np.load(Path(b) / name), np.load(Path(a) / name), rtol=1e-3, atol=1e-5)
 
 
 @needs_mpi

@@ -22,8 +22,10 @@ progress, metrics.jsonl, curves, signals, errors):
     check_meta(meta, path)    CheckpointError when a saved run's data does not fit
     train_step(opt, x, y, clip) -> (loss, gradient norm): one step, the optimizer's included
     evaluate(epoch, say)  -> {name: value} (may include "samples": text for the log; the trainer
-                          times it); writes the task's per-epoch files into the run directory, say(line)
-                          reports a failed write; leaves the model in training mode
+                          times it); called on every rank: each does its share (comm.rows) and the
+                          sums go through comm (only rank 0's return is used); rank 0 writes the
+                          task's per-epoch files into the run directory, say(line) reports a failed
+                          write; leaves the model in training mode
     epoch_scores(row)     the evaluation's part of an epoch's log line
     save_best(path, row)  best.npz: the model with what the task records of the epoch
     format_metric(value)  the best metric as the last line prints it

@@ -30,7 +30,7 @@ from mytorch import backend
 from ..config import (PRESET_NOTES, PRESETS, add_model_flags, build_model, describe_model,  # noqa: F401
                       describe_presets, preset_for, resolve, validate_run)    # (the task's API: app.tasks)
 from ..errors import UsageError
-from ..evaluate import fixture_nll, perplexity, stream_nll
+from ..scoring import STREAMS, fixture_nll, perplexity, stream_nll
 from ..step import ONE_PROCESS, train_step, train_step_state
 from ..trainer import try_write
 
@@ -179,10 +179,16 @@ class Task:
 
     # -- evaluation ---------------------------------------------------------------
     def evaluate(self, epoch, say):
+        """The whole validation split read as 32 streams, each rank its share of them; then rank 0
+        alone the fixtures (NLL, test predictions) and the generated texts."""
         model = self.model.eval()
-        val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
         valid = self.data.valid if not self.cfg["dry_run"] else self.data.valid[:1]
-        mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos)
+        mean_nll, n_words = stream_nll(model, valid, self.sos, self.eos, rows=self.comm.rows(STREAMS))
+        total, n_words = self.comm.sum([mean_nll * n_words, n_words])
+        if self.comm.rank:
+            model.train()
+            return {}
+        val_nll = fixture_nll(model, self.fx["prediction_inp"], self.fx["prediction_out"])
         pred_test = backend.to_numpy(model.predict(self.fx["prediction_test_inp"])).astype(np.float32)
         try_write(self.dir / f"predictions-test-{epoch}.npy", lambda path: np.save(path, pred_test), say)
         gen_test = model.generate(self.fx["generation_test"], 10)
@@ -190,8 +196,8 @@ class Task:
             format_generation(self.data.vocab, self.fx["generation_test"], gen_test)), say)
         gen = model.generate(self.fx["generation"][:3], 10)
         model.train()
-        return dict(val_nll=val_nll, valid_nll=mean_nll, valid_ppl=perplexity(mean_nll),
-                    valid_words=n_words,
+        return dict(val_nll=val_nll, valid_nll=total / n_words, valid_ppl=perplexity(total / n_words),
+                    valid_words=int(n_words),
                     samples=format_generation(self.data.vocab, self.fx["generation"][:3], gen))
 
     @staticmethod

@@ -227,18 +227,23 @@ class Task(StatelessTask):
         return f"{value:.2f}"
 
     def evaluate(self, epoch, say):
-        """NLL per target token, and greedy BLEU / chrF, on the validation sentences (64 in a dry run)."""
+        """NLL per target token, and greedy BLEU / chrF, on the validation sentences (64 in a dry run);
+        each rank reads and translates its share, rank 0 scores them all."""
         valid = self.valid[:64] if self.cfg["dry_run"] else self.valid
-        enc = self._encode(valid)
+        mine = valid[self.comm.rows(len(valid))]
+        enc = self._encode(mine)
         nll = count = 0
         for k in range(0, len(enc), 128):
             x = pairs.pad_rows([a for a, _ in enc[k:k + 128]])
             y = pairs.pad_rows([b for _, b in enc[k:k + 128]], first=BOS)
             s, c = self.model.nll(x, y)
             nll, count = nll + s, count + c
-        hyps = self.model.translate([a for a, _ in valid], beams=1)
-        refs = [b for _, b in valid]
-        bleu, chrf = corpus_scores(hyps, refs, self.model.target)
+        nll, count = self.comm.sum([nll, count])
+        hyps = self.comm.gather(self.model.translate([a for a, _ in mine], beams=1) if mine else [])
+        if self.comm.rank:
+            return {}
+        hyps = [h for share in hyps for h in share]
+        bleu, chrf = corpus_scores(hyps, [b for _, b in valid], self.model.target)
         try_write(self.dir / f"valid-translations-{epoch}.txt",
                   lambda path: path.write_text("".join(f"{h}\n" for h in hyps), encoding="utf-8"), say)
         samples = "\n".join(f"  {src}\n    -> {hyp}\n    ref {ref}"

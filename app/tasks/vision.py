@@ -160,13 +160,14 @@ class Task(StatelessTask):
         return f"{100 * value:.2f}%"
 
     def evaluate(self, epoch, say):
-        """Loss and accuracy on the validation images (the first 256 in a dry run)."""
+        """Loss and accuracy on the validation images (the first 256 in a dry run), each rank its share."""
         n = 256 if self.cfg["dry_run"] else len(self.valid.labels)
-        images, labels = self.valid.images[:n], self.valid.labels[:n]
-        logp = log_softmax(self.model.logits(images).astype(np.float64))   # (n, K): eval mode, saves nothing
-        loss = float(-np.mean(logp[np.arange(n), labels]))
-        acc = float(np.mean(logp.argmax(axis=1) == labels))
-        return dict(valid_loss=loss, valid_acc=acc, valid_images=n)
+        mine = self.comm.rows(n)                                # this rank's share of the images
+        images, labels = self.valid.images[:n][mine], self.valid.labels[:n][mine]
+        logp = log_softmax(self.model.logits(images).astype(np.float64))   # (n_r, K): eval mode
+        loss, right = self.comm.sum([-logp[np.arange(len(labels)), labels].sum(),
+                                     (logp.argmax(axis=1) == labels).sum()])
+        return dict(valid_loss=float(loss / n), valid_acc=float(right / n), valid_images=n)
 
     @staticmethod
     def epoch_scores(row):

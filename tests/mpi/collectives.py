@@ -46,4 +46,6 @@ assert abs(loss - (3 * 2.0 + 1 * 6.0) / 4) < 1e-6
 assert comm.share({"dir": f"run{r}"}) == {"dir": "run0"}
 rows = comm.gather_rows(np.full((2, 3), r))
 assert (rows is None) if r else np.array_equal(rows[:, 0], [0, 0, 1, 1])
+texts = comm.gather([f"text {r}"] * (r + 1))
+assert (texts is None) if r else texts == [["text 0"], ["text 1", "text 1"]]
 report.write_text("ok\nok again\n")
