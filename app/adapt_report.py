@@ -40,8 +40,32 @@ def lr_grid(args, k):
     return list(grids[k if len(grids) > 1 else 0])
 
 
+NGRAM_NOTE = ("the interpolated Kneser-Ney N-gram model counted on the training split "
+              "(models.ngram; app.adapt_report.ngram_member)")
+
+
+def ngram_member(name, data):
+    """'ngram:N' -> the Kneser-Ney model of order N counted on data's training split (its articles in
+    <sos> ... <eos>, as the language models read them): a member that only reads (no state for the
+    cache, no backward for dynamic evaluation)."""
+    from models.ngram import KneserNey, training_stream
+    V = len(data.vocab)
+    return KneserNey.build(training_stream(data.train, V - 2, V - 1), V, int(name.split(":")[1]))
+
+
+def adapts(model):
+    """Whether a member has the hidden states and the backward that the cache and dynamic evaluation
+    use (a neural language model), or only reads (an n-gram model)."""
+    return hasattr(model, "backward_loss")
+
+
 def read_member(model, inputs, targets, args, k):
     """Every pass member k needs -> {dynamic lr (0: static): read_stream record}."""
+    if not adapts(model):
+        t0 = time.perf_counter()
+        nll = -model.stream_logp(inputs, targets)
+        return {0.0: dict(nll=nll, cache=None, valid=np.ones(nll.shape[1], dtype=bool), thetas=None,
+                          seconds=dict(read=time.perf_counter() - t0, cache=0.0, dynamic=0.0), static=True)}
     lrs = [0.0] + lr_grid(args, k)
     records = {}
     for lr in lrs:
@@ -54,7 +78,10 @@ def read_member(model, inputs, targets, args, k):
 
 
 def member_candidates(records, methods, lambdas):
-    """The candidate settings of one member for a row using `methods` (a subset of METHODS)."""
+    """The candidate settings of one member for a row using `methods` (a subset of METHODS); a member
+    that only reads (no cache records) is static in every row."""
+    if records[0.0].get("static"):
+        return candidates(records)
     chosen = {lr: r for lr, r in records.items() if (lr != 0) == ("dynamic" in methods)}
     return candidates(chosen, tuple(lambdas) if "cache" in methods else ())
 
@@ -151,54 +178,75 @@ def fixture_report(paths, models, data, fix, args, say=print):
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
     n = min(ROW_FIT, len(target)) if args.dynamic or args.cache else len(target)
-    settings, chosen = [], []                           # each member's (lr, theta, lambda), its rows' NLL
+    settings, chosen, fits = [], [], []                 # each member's (lr, theta, lambda), its rows' NLL
     for k, (path, model) in enumerate(zip(paths, models)):
         fit = {(0.0, None, None): _nlls(row_scores(model, inp[:n], (0.0, None, None)), target[:n])}
-        for lr in lr_grid(args, k):
+        for lr in lr_grid(args, k) if adapts(model) else ():
             fit[lr, None, None] = _nlls(row_scores(model, inp[:n], (lr, None, None)), target[:n])
-        states = row_states(model, inp[:n]) if args.cache else None
-        for theta, lam in itertools.product(args.cache_theta, args.cache_lambda) if args.cache else ():
+        cache = args.cache and adapts(model)
+        states = row_states(model, inp[:n]) if cache else None
+        for theta, lam in itertools.product(args.cache_theta, args.cache_lambda) if cache else ():
             fit[0.0, theta, lam] = _nlls(row_scores(model, inp[:n], (0.0, theta, lam), states), target[:n])
+        fits.append(fit)
         settings.append(min(fit, key=lambda key: np.nan_to_num(fit[key].mean(), nan=np.inf)))
         chosen.append(fit[settings[-1]])
         if len(fit) > 1:
             say(f"{path}: rows adapted to their own words, NLL on {n} validation rows: static "
                 f"{fit[0.0, None, None].mean():.4f}, best {chosen[-1].mean():.4f} with (lr, theta, lambda) "
                 f"{settings[-1]}")
-    weights = args.ensemble or None
-    if weights is None and len(models) > 1:
-        weights = fit_weights(-np.stack(chosen))                                          # (K, n)
-        say(f"ensemble weights fitted by EM on {n} fixture-shaped validation rows: "
-            f"{np.round(weights, 3).tolist()}")
-    ensemble = Ensemble(models, weights)
-    results = {}
     static = [(0.0, None, None)] * len(models)
-    for name, use in (("static", static), ("adapted rows", settings)):
-        if name != "static" and use == static:
-            continue
+    variants = {"static": static} if settings == static else {"static": static, "adapted rows": settings}
+    given, mixtures, results = args.ensemble or None, {}, {}
+    for name, use in variants.items():                  # each mixture with its own weights
+        weights = given
+        if weights is None and len(models) > 1:
+            weights = fit_weights(-np.stack([f[s] for f, s in zip(fits, use)]))         # (K, n)
+            say(f"{name} mixture: ensemble weights fitted by EM on {n} fixture-shaped validation rows: "
+                f"{np.round(weights, 3).tolist()}")
+        mixtures[name] = Ensemble(models, weights)
         scores = [row_scores(m, fix["prediction_inp"], s) for m, s in zip(models, use)]
         for path, z in zip(paths, scores):
             results[path, name] = _say_nll(say, f"{path}, {name}", _nlls(z, fix["prediction_out"]))
         if len(models) > 1:
             results["ensemble", name] = _say_nll(say, f"ensemble, {name}",
-                                                 _nlls(ensemble.mix(scores), fix["prediction_out"]))
+                                                 _nlls(mixtures[name].mix(scores), fix["prediction_out"]))
+    write = list(variants)[-1]                          # the adapted rows where there are any
+    if len(variants) > 1 and len(models) > 1 and given is None:
+        write = static_or_adapted(fits, n, say)
     if args.write_predictions:
-        test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], s) for m, s in zip(models, settings)])
+        ensemble, use = mixtures[write], variants[write]
+        test = ensemble.mix([row_scores(m, fix["prediction_test_inp"], s) for m, s in zip(models, use)])
         test = backend.to_numpy(test).astype(np.float32)                                # (N, V)
         np.save(args.write_predictions, test)
         card = Path(args.write_predictions).with_suffix(".json")
         nlls = {(" ".join(k) if isinstance(k, tuple) else k): v for k, v in results.items()}
-        text = generation_check(ensemble, data, fix, Path(args.write_predictions), say)
+        text = generation_check(mixtures["static"], data, fix, Path(args.write_predictions), say)
         card.write_text(json.dumps({
             "scores": "(128, V) float32 scores of fixtures/prediction_test.npz's rows (softmax: the mixture)",
-            "members": list(paths), "weights": ensemble.weights.tolist(),
-            "row_settings (lr, cache theta, cache lambda)": settings, "fixture_nll": nlls,
+            "members": list(paths), "weights": ensemble.weights.tolist(), "mixture": write,
+            **({"ngram:N": NGRAM_NOTE} if any(p.startswith("ngram:") for p in paths) else {}),
+            "row_settings (lr, cache theta, cache lambda)": use, "fixture_nll": nlls,
             "generation (static mixture, recommended decoding)": text,
             "command": "python -m app.evaluate " + " ".join(args.argv)}, indent=2) + "\n")
         say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} and its card {card} "
             f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, row settings "
-            f"{settings})")
+            f"{use})")
     return results
+
+
+def static_or_adapted(fits, n, say=print):
+    """Which mixture the predictions use, chosen on the validation rows by cross-fitting (app.adapt):
+    on each half of the n rows, each member's setting and the weights chosen on the other half, the
+    mixture's NLL over both held-out halves; static (no setting to choose) against adapted rows.
+    fits: per member {(lr, theta, lambda): (n,) row NLL}. -> "static" or "adapted rows"."""
+    both = {}
+    for name, keys in (("static", lambda f: [(0.0, None, None)]), ("adapted rows", lambda f: list(f))):
+        members = [[(key, -f[key][:, None]) for key in keys(f)] for f in fits]        # (n, 1) log p
+        both[name], _ = cross_fit(members, ensemble=True)
+    pick = min(both, key=both.get)
+    say(f"the mixture on the {n} validation rows, cross-fitted on their halves: static {both['static']:.4f}, "
+        f"adapted rows {both['adapted rows']:.4f}: the predictions use the {pick} mixture")
+    return pick
 
 
 def generation_check(ensemble, data, fix, predictions, say=print):

@@ -33,6 +33,9 @@ def parse_args(argv=None):
                    help="mix the checkpoints in probability space, with these weights or (none given) "
                         "weights "
                         "fitted by EM on held-out validation text; also scores the mixture on the fixtures")
+    a.add_argument("--ngram", nargs="?", type=int, const=4, metavar="ORDER",
+                   help="with --ensemble: one more member, an interpolated Kneser-Ney n-gram model counted "
+                        "on the training split (models.ngram; default order 4, at most 4)")
     a.add_argument("--cache", nargs="?", type=int, const=2000, metavar="L",
                    help="the neural cache (Grave et al. 2017) over the last L positions (default L: 2000)")
     a.add_argument("--cache-theta", nargs="+", type=float, default=[0.3, 1.0, 2.0, 4.0], metavar="THETA",
@@ -64,9 +67,14 @@ def parse_args(argv=None):
 def check_adaptation(args):
     """A UsageError for adaptation flags that cannot work together or have impossible values."""
     k = len(args.checkpoint)
-    if args.ensemble is not None and (k < 2 or (args.ensemble and len(args.ensemble) != k)):
-        raise UsageError(f"--ensemble needs at least 2 checkpoints and, if weights are given, one per "
-                         f"checkpoint ({k} checkpoints, {len(args.ensemble)} weights)")
+    members = k + (args.ngram is not None)
+    if args.ngram is not None and (args.ensemble is None or not 1 <= args.ngram <= 4):
+        raise UsageError(f"--ngram {args.ngram}: an n-gram member of an ensemble: add --ensemble, and give "
+                         f"an order from 1 to 4")
+    if args.ensemble is not None and (members < 2 or (args.ensemble and len(args.ensemble) != members)):
+        raise UsageError(f"--ensemble needs at least 2 members and, if weights are given, one per member "
+                         f"({k} checkpoints{' and the n-gram' if members > k else ''}, "
+                         f"{len(args.ensemble)} weights)")
     if args.write_predictions and args.ensemble is None and not args.fixtures_only:
         raise UsageError("--write-predictions writes the fixtures' scores: add --ensemble or --fixtures-only")
     if args.dynamic_lr and len(args.dynamic_lr) not in (1, k):
@@ -113,11 +121,15 @@ def run(args):
         if model.vocab_size != V:
             raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
     if adapting:
-        from .adapt_report import fixture_report, stream_table
+        from .adapt_report import fixture_report, ngram_member, stream_table
+        names = list(args.checkpoint)
+        if args.ngram is not None:
+            names.append(f"ngram:{args.ngram}")
+            models.append(ngram_member(names[-1], data))
         if not args.fixtures_only:
-            stream_table(args.checkpoint, models, data, args)
+            stream_table(names, models, data, args)
         if args.ensemble is not None or args.fixtures_only:
-            fixture_report(args.checkpoint, models, data, fix, args)
+            fixture_report(names, models, data, fix, args)
         return 0
     positions = int(window_starts(data.valid, PROMPT + 1).sum())
     n = args.windows if args.windows is not None else min(WINDOWS, positions)

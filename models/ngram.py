@@ -26,6 +26,7 @@ import json
 
 import numpy as np
 
+from mytorch import backend
 from mytorch.nn.module import check_ids
 
 from .checkpoint import load_npz, save_npz_atomic
@@ -125,6 +126,81 @@ class KneserNey:
             typ = np.where(seen, t["ctx_types"][ci], 0)
             p = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p, p)
         return np.log(p)
+
+    def distribution(self, context):
+        """context (N, n-1) ids (a negative id = no word there) -> (N, V) float64 P(. | context), each
+        row the whole distribution (it sums to 1): logprob's formula for every word at once. A seen
+        context's words are one contiguous run of the sorted keys (they share its prefix), so each
+        order adds its rows' runs with one scatter."""
+        context = np.asarray(context, dtype=np.int64)
+        N, V = len(context), self.V
+        context = context.reshape(N, self.order - 1)
+        p = np.broadcast_to(self.unigram, (N, V)).copy()                 # P_1
+        for k in range(2, self.order + 1):
+            t, D = self.tables[k], self.discounts[k - 1]
+            h = context[:, self.order - k:]
+            hkey = np.zeros(N, dtype=np.int64)
+            for j in range(k - 1):
+                hkey = hkey * V + np.maximum(h[:, j], 0)
+            ci, seen = _lookup(t["ctx_keys"], hkey)
+            rows = np.flatnonzero(seen & (h >= 0).all(axis=1))         # contexts seen in training
+            ci = ci[rows]
+            tot, typ = t["ctx_total"][ci].astype(np.float64), t["ctx_types"][ci]
+            first = np.searchsorted(t["keys"], hkey[rows] * V)          # each run's first entry
+            ends = np.cumsum(typ)
+            entry = np.repeat(first - ends + typ, typ) + np.arange(ends[-1] if len(ends) else 0)
+            row_of = np.repeat(np.arange(len(rows)), typ)
+            q = p[rows] * (D * typ / tot)[:, None]                      # the mass passed down
+            q[row_of, t["keys"][entry] % V] += np.maximum(t["counts"][entry] - D, 0) / tot[row_of]
+            p[rows] = q
+        return p
+
+    # -- a language model's interface: an ensemble member (models.ensemble) -------------------
+    @property
+    def vocab_size(self):
+        return self.V
+
+    vocab = None                                         # the ids are the language models' vocabulary's
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def special_ids(self):
+        return [self.V - 2, self.V - 1]                  # the HW4P1 layout's <sos> and <eos>
+
+    def predict(self, inp):
+        """inp (B, T) ids -> (B, V) float32 log P of the word after each row (its last n-1 words)."""
+        inp = np.asarray(backend.to_numpy(inp), dtype=np.int64)
+        check_ids(inp, self.V, "KneserNey")
+        context = np.full((len(inp), self.order - 1), -1)
+        keep = min(self.order - 1, inp.shape[1])
+        if keep:
+            context[:, -keep:] = inp[:, inp.shape[1] - keep:]
+        with np.errstate(divide="ignore"):
+            return backend.to_device(np.log(self.distribution(context)).astype(np.float32))
+
+    def decode_start(self, inp):
+        """models.decoding's interface: the state is each row's last n-1 words."""
+        inp = np.asarray(backend.to_numpy(inp), dtype=np.int64)
+        return self.predict(inp), inp[:, max(0, inp.shape[1] - (self.order - 1)):]
+
+    def decode_step(self, ids, state):
+        state = np.concatenate([state, np.asarray(backend.to_numpy(ids)).reshape(-1, 1)], axis=1)
+        state = state[:, max(0, state.shape[1] - (self.order - 1)):]
+        return self.predict(state), state
+
+    @staticmethod
+    def select_state(state, rows):
+        return state[backend.to_numpy(rows)]
+
+    def stream_logp(self, inputs, targets):
+        """inputs, targets (B, n) a split read as streams (app.scoring.stream_layout: targets[:, t] =
+        inputs[:, t + 1]) -> (B, n) float64 log P of each target given the words before it in its
+        stream (none before the stream's first)."""
+        return self.score(np.asarray(inputs)[:, :1], np.asarray(targets))
 
     def score(self, prefixes, continuations):
         """prefixes (N, L), continuations (N, K) -> (N, K) log P of each continuation word given

@@ -357,3 +357,35 @@ def test_a_rows_cache_over_its_own_words_by_hand(rng):
         np.add.at(cache, words[r], w)
         assert_allclose(got[r], np.log(0.7 * np.exp(logp[r]) + 0.3 * cache), rtol=1e-12)
     assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_an_ngram_member_joins_the_table_and_the_fixtures(data_dir, tmp_path, capsys):
+    """--ngram: a Kneser-Ney member counted on the training split; it only reads (the same in every row
+    of the table), its weight is fitted with the others', and the predictions are its mixture."""
+    from app.adapt_report import ngram_member
+    from app.evaluate import main, perplexity
+    from dataset.corpus import load_fixtures, load_hw4p1
+    from models import load
+    data = load_hw4p1(data_dir)
+    Vd = len(data.vocab)
+    path = str(tmp_path / "lstm.npz")
+    LanguageModel(Vd, emsize=6, nhid=7, nlayers=2, seed=5).save(path)
+    assert main(["--checkpoint", path, "--data", str(data_dir), "--ensemble", "--ngram", "--cache", "20",
+                 "--dynamic", "--dynamic-lr", "0.5", "--streams", "4", "--windows", "50"]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == f"| methods | {path} | ngram:4 | ensemble |"
+    kn = ngram_member("ngram:4", data)
+    want = perplexity(-kn.stream_logp(*stream_layout(data.valid, Vd - 2, Vd - 1, 4)).mean())
+    assert {line.split(" | ")[2] for line in table[1:]} == {f"{want:.1f}"}        # static in every row
+    out_file = tmp_path / "ens.npy"
+    assert main(["--checkpoint", path, "--data", str(data_dir), "--ensemble", "--ngram", "--windows", "50",
+                 "--fixtures-only", "--write-predictions", str(out_file)]) == 0
+    card = json.loads(out_file.with_suffix(".json").read_text())
+    assert card["members"] == [path, "ngram:4"] and card["mixture"] == "static"
+    fx = load_fixtures(data_dir, Vd)
+    mixed = Ensemble([load(path), kn], card["weights"]).predict(fx["prediction_test_inp"])
+    assert_allclose(np.load(out_file), mixed, rtol=1e-5, atol=1e-5)
+    for bad in (["--ngram"], ["--ensemble", "--ngram", "5"], ["--ensemble", "1", "--ngram"]):
+        assert main(["--checkpoint", path, "--data", str(data_dir), *bad]) == 2
+    assert capsys.readouterr().err.count("error: --") == 3

@@ -135,3 +135,44 @@ def test_training_stream_wraps_articles():
 def test_build_rejects_bad_streams(bad):
     with pytest.raises(ValueError):
         KneserNey.build(bad, 4, order=4)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_a_whole_distribution_is_logprob_of_every_word(order, rng):
+    """distribution(context) (N, V): row r, column w = exp(logprob(context r, w)); every row sums to 1,
+    for contexts seen in training, unseen and partial (-1: no word)."""
+    V = int(rng.integers(6, 14))
+    stream = rng.integers(0, V, 500) % rng.integers(3, V)
+    stream[::5] = 2                                         # a few frequent contexts
+    model = KneserNey.build(stream, V, order)
+    ctx = rng.integers(-1, V, (40, order - 1))
+    ctx[:8] = np.stack([stream[i:i + order - 1] for i in range(8)]) if order > 1 else ctx[:8]
+    P = model.distribution(ctx)
+    want = np.exp(np.stack([model.logprob(ctx, np.full(len(ctx), w)) for w in range(V)], axis=1))
+    assert_allclose(P, want, rtol=1e-12, atol=1e-15)
+    assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_a_member_of_an_ensemble_predicts_decodes_and_reads_streams(rng):
+    """predict (B, T) -> (B, V) log P given the last n-1 words; decode_start / decode_step carry those
+    words; stream_logp = score with each stream's first input as the prefix."""
+    from app.scoring import stream_layout
+    from models.ensemble import Ensemble
+    V = 11
+    model = KneserNey.build(rng.integers(0, V - 2, 600), V, 4)
+    inp = rng.integers(0, V - 2, (5, 7))
+    lp = model.predict(inp)
+    assert lp.shape == (5, V) and lp.dtype == np.float32
+    assert_allclose(lp, np.log(model.distribution(inp[:, -3:])), rtol=1e-6)
+    assert_allclose(model.predict(inp[:, -1:]), np.log(model.distribution(
+        np.concatenate([np.full((5, 2), -1), inp[:, -1:]], axis=1))), rtol=1e-6)   # short rows back off
+    z, state = model.decode_start(inp[:, :-1])
+    z2, state = model.decode_step(inp[:, -1], model.select_state(state, np.arange(5)))
+    assert_allclose(z2, lp) and np.array_equal(state, inp[:, -3:])
+    articles = [rng.integers(0, V - 2, n) for n in (30, 17, 25)]
+    x, y = stream_layout(articles, V - 2, V - 1, 3)
+    assert_allclose(model.stream_logp(x, y), model.score(x[:, :1], y))
+    assert_allclose(model.stream_logp(x, y)[:, 3:], np.stack([model.logprob(x[:, t - 2:t + 1], y[:, t])
+                                                              for t in range(3, x.shape[1])], axis=1))
+    out = Ensemble([model, model], [0.3, 0.7]).generate(inp, 4, top_p=None)
+    assert out.shape == (5, 4) and out.max() < V - 2            # <sos> and <eos> banned
