@@ -23,15 +23,16 @@ class Progress:
 
     start_epoch(epoch, batch) / step(batch, loss, lr) / end_epoch() around each epoch's training,
     evaluated(seconds) after its evaluation, write(text) for any other line, close() at the end.
+    quiet: no bars and no lines (the ranks of a data-parallel run but rank 0).
     """
 
     def __init__(self, epochs, batches, items_per_batch, done=0, bars=True, log_interval=200,
-                 eval_seconds=None, stdout=None, stderr=None, unit="tok/s"):
+                 eval_seconds=None, stdout=None, stderr=None, unit="tok/s", quiet=False):
         self.epochs, self.batches, self.tpb, self.unit = epochs, batches, items_per_batch, unit
         self.total, self.done = epochs * batches, done
         self.out, self.err = stdout or sys.stdout, stderr or sys.stderr
-        self.tqdm = _tqdm() if bars and _terminal(self.err) else None
-        self.lines = self.tqdm is None or not _isatty(self.out)
+        self.tqdm = _tqdm() if bars and not quiet and _terminal(self.err) else None
+        self.lines = not quiet and (self.tqdm is None or not _isatty(self.out))
         self.log_interval = log_interval
         self.eval_seconds = eval_seconds              # the last evaluation's length, None before one
         self.trained, self.train_time = 0, 0.0        # batches and seconds of training in this process

@@ -162,7 +162,7 @@ class Run:
         quiet = self.comm.rank != 0                     # only rank 0 shows progress
         unit = self.task.unit + "/s" + (f" on {self.comm.size} ranks" if self.comm.size > 1 else "")
         self.view = Progress(cfg["epochs"], self.batches_per_epoch, self.task.items_per_batch, done,
-                             bars=progress and not quiet, log_interval=0 if quiet else log_interval,
+                             bars=progress, log_interval=log_interval, quiet=quiet,
                              unit=unit, eval_seconds=evals[-1] if evals else None)
         try:
             return self._train()

@@ -78,6 +78,7 @@ def test_two_ranks_with_half_batches_reach_one_process_weights(case, data_dir, f
     two = train(2, "--data", data, "--save", tmp_path / "two", *flags)
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes (MPI)" in two.stdout and two.stdout.count("model: ") == 1    # rank 0 speaks
+    assert two.stdout.count("| epoch   1 |") == one.stdout.count("| epoch   1 |") == 1
     same_weights(tmp_path / "one", tmp_path / "two")
     same_evaluation(tmp_path / "one", tmp_path / "two")
 
