@@ -139,7 +139,9 @@ def test_a_rank_that_raises_ends_the_job_naming_itself(data_dir, tmp_path):
 
 
 @needs_mpi
-def test_sigterm_to_mpiexec_saves_once_and_names_the_resume(data_dir, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_mpiexec_saves_once_and_names_the_resume(signum, data_dir, tmp_path):
+    """SIGTERM, or SIGINT (Ctrl-C: MPICH's mpiexec passes it on to the ranks)."""
     run = tmp_path / "sig"
     cmd = ["mpiexec", "-n", "2", sys.executable, str(ROOT / "train.py"), "--data", str(data_dir), "--save",
            str(run), *LSTM, "--epochs", "500", "--max-batches", "4", "--no-progress", "--log-interval", "0"]
@@ -149,11 +151,11 @@ def test_sigterm_to_mpiexec_saves_once_and_names_the_resume(data_dir, tmp_path):
         deadline = time.time() + 60
         while not (run / "state.npz").exists() and time.time() < deadline:    # an epoch or more trained
             time.sleep(0.2)
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(signum)
         out, err = child.communicate(timeout=60)
     finally:
         child.kill()
-    assert child.returncode == 128 + signal.SIGTERM, err
+    assert child.returncode == 128 + signum, err
     assert err.count("state saved. Resume with:") == 1 and f"--resume {run}" in err
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
     resumed = train(1, "--resume", run, "--no-progress", "--epochs", last + 2)
