@@ -227,6 +227,7 @@ def fixture_report(paths, models, data, fix, args, say=print):
             **({"ngram:N": NGRAM_NOTE} if any(p.startswith("ngram:") for p in paths) else {}),
             "row_settings (lr, cache theta, cache lambda)": use, "fixture_nll": nlls,
             "generation (static mixture, recommended decoding)": text,
+            "generation weights (the static mixture's)": mixtures["static"].weights.tolist(),
             "command": "python -m app.evaluate " + " ".join(args.argv)}, indent=2) + "\n")
         say(f"wrote the test fixtures' scores {test.shape} to {args.write_predictions} and its card {card} "
             f"(members {list(paths)}, weights {np.round(ensemble.weights, 4).tolist()}, row settings "

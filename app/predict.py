@@ -69,20 +69,32 @@ def add_decoding_arguments(p):
 
 def add_weights_argument(p):
     p.add_argument("--weights", nargs="+", type=float, metavar="W",
-                   help="with several checkpoints: the ensemble's weights, one per checkpoint (default: "
-                        "equal; "
-                        "python -m app.evaluate --ensemble fits them on the validation split)")
+                   help="with several members: the ensemble's weights, one per checkpoint (and the n-gram's "
+                        "last) (default: equal; python -m app.evaluate --ensemble fits them on the "
+                        "validation split)")
+    p.add_argument("--ngram", nargs="?", type=int, const=4, metavar="ORDER",
+                   help="one more member: the Kneser-Ney n-gram model of --data's training split (default "
+                        "order 4), as app.evaluate --ngram")
 
 
 def load_checkpoints(args):
     """The model of --checkpoint, or the models.Ensemble of several (with --weights); a bad combination
     (weights without several files, a count that differs, other vocabularies) is a UsageError."""
-    from models import load
-    paths, weights = args.checkpoint, args.weights
-    if weights is not None and len(weights) != len(paths):
-        raise UsageError(f"--weights: give one per checkpoint ({len(paths)}), got {len(weights)}")
+    from models import Ensemble, load
+    paths, weights, ngram = args.checkpoint, args.weights, getattr(args, "ngram", None)
+    members = len(paths) + (ngram is not None)
+    if weights is not None and len(weights) != members:
+        raise UsageError(f"--weights: give one per member ({members}), got {len(weights)}")
+    if ngram is not None and (args.data is None or not 1 <= ngram <= 4):
+        raise UsageError(f"--ngram {ngram}: give --data DIR (its training split is counted) and an order "
+                         f"from 1 to 4")
     try:
-        return load(paths, weights=weights)
+        if ngram is None:
+            return load(paths, weights=weights)
+        from dataset.corpus import load_hw4p1
+        from .adapt_report import ngram_member
+        models = [load(p) for p in paths]
+        return Ensemble(models + [ngram_member(f"ngram:{ngram}", load_hw4p1(args.data))], weights)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -335,6 +335,14 @@ def test_predict_and_generate_take_an_ensemble(data_dir, tmp_path, capsys):
     assert generate.main(["--checkpoint", *paths, "--prompt", prompt, "--words", "3",
                           "--temperature", "0"]) == 0
     assert capsys.readouterr().out.count("|") == 1
+    from app.adapt_report import ngram_member                    # --ngram: the 4-gram joins, weighted last
+    assert predict.main(["--checkpoint", paths[0], "--checkpoint", paths[1], prompt, "--words", "0",
+                         "--top", "1", "--weights", "1", "3", "2", "--ngram", "--data", str(data_dir)]) == 0
+    with_kn = Ensemble([*ens.members, ngram_member("ngram:4", data)], [1, 3, 2])
+    p = np.exp(with_kn.predict(np.array([[Vd - 2, 0, 1, 2]])).astype(np.float64))[0]
+    assert f"{np.sort(p)[-1]:.4f}" in capsys.readouterr().out
+    assert generate.main(["--checkpoint", *paths, "--ngram", "--prompt", prompt, "--words", "3"]) == 2
+    assert "--ngram 4: give --data DIR" in capsys.readouterr().err
     assert generate.main(["--checkpoint", *paths, "--weights", "1", "--prompt", prompt]) == 2
     LanguageModel(Vd + 1, emsize=4, nhid=4, nlayers=1).save(tmp_path / "other.npz")
     assert generate.main(["--checkpoint", paths[0], str(tmp_path / "other.npz"), "--prompt", prompt]) == 2
