@@ -92,12 +92,14 @@ def check_data(run, saved, given, exp_dir, warn):
              f"trained so far on {before}): --allow-other-data")
 
 
-def resume(exp_dir, given, open_run, warn=print):
+def resume(exp_dir, given, open_run, warn=print, writer=True):
     """The run saved in exp_dir, restored and ready to continue.
 
     given: the flags written on the command line ({dest: value}); open_run(cfg) builds a fresh
     Run for a configuration (it loads the data); warn(line) reports what is allowed but worth
-    knowing. Raises UsageError / CheckpointError.
+    knowing; writer: this process writes the run's files (rank 0 of several: only it removes the
+    temporary files a kill left, the others could remove the one it is writing). Raises
+    UsageError / CheckpointError.
     """
     exp_dir = Path(exp_dir)
     state, saved = read_state(exp_dir)
@@ -112,6 +114,6 @@ def resume(exp_dir, given, open_run, warn=print):
                              f"give --epochs > {done} to train further")
         run.sched.T_max = cfg["epochs"] * run.batches_per_epoch   # stretch the cosine over the new length
         run.opt.lr = run.sched.get_lr()
-    for stale in exp_dir.glob(".tmp-*"):                          # left by a kill during a write
+    for stale in exp_dir.glob(".tmp-*") if writer else ():        # left by a kill during a write
         stale.unlink()
     return run

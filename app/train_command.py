@@ -216,7 +216,7 @@ def setup(args, argv, stack, comm):
         if exp_dir.is_dir() and lead:
             stack.enter_context(RunLock(exp_dir))
         warn = lambda line: lead and print(line, file=sys.stderr, flush=True)    # noqa: E731
-        run = resume(exp_dir, given, lambda cfg: open_run(cfg, exp_dir, comm), warn)
+        run = resume(exp_dir, given, lambda cfg: open_run(cfg, exp_dir, comm), warn, writer=lead)
     else:
         cfg = resolve_config(args)
         if args.save:

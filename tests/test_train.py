@@ -204,6 +204,21 @@ def test_sigkill_then_resume_equals_uninterrupted(data_dir, reference, tmp_path)
     assert_same_run(exp, reference)
 
 
+def test_only_the_writing_process_removes_temporary_files(reference, tmp_path):
+    """Under mpiexec the ranks that write nothing leave the run's .tmp-* files alone on resume: one of
+    them may be rank 0's config.json on its way (a race that failed a two-rank resume)."""
+    import shutil
+    from app.resume import resume
+    from app.train_command import open_run
+    from mytorch.communicator import SingleProcess
+    exp = tmp_path / "run"
+    shutil.copytree(reference, exp)
+    for writer in (False, True):
+        (exp / ".tmp-abc.txt").write_text("being written")
+        resume(exp, {"epochs": 3}, lambda cfg: open_run(cfg, exp, SingleProcess()), writer=writer)
+        assert (exp / ".tmp-abc.txt").exists() != writer
+
+
 @pytest.mark.parametrize("sig, pause_at", [(signal.SIGTERM, BATCHES + 7), (signal.SIGINT, 3)])
 def test_signal_saves_and_resume_equals_uninterrupted(data_dir, reference, tmp_path, sig, pause_at, capsys):
     exp = tmp_path / "run"
