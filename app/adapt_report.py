@@ -26,6 +26,7 @@ from models.neural_cache import NeuralCache, row_cache_logp
 from mytorch.nn.softmax import log_softmax
 
 from .adapt import candidates, cross_fit, read_stream
+from .errors import UsageError
 from .scoring import WINDOWS, perplexity, stream_layout, window_rows
 
 METHODS = ("cache", "dynamic")          # the stream methods, in the table's order; the ensemble is a column
@@ -44,13 +45,23 @@ NGRAM_NOTE = ("the interpolated Kneser-Ney N-gram model counted on the training 
               "(models.ngram; app.adapt_report.ngram_member)")
 
 
+def add_ngram_argument(p, when):
+    """The --ngram flag of the commands that mix models (app.evaluate, app.predict, app.generate)."""
+    p.add_argument("--ngram", nargs="?", type=int, const=4, metavar="ORDER",
+                   help=f"{when}: one more member, the interpolated Kneser-Ney n-gram model counted on the "
+                        f"training split (models.ngram; default order 4, the highest whose keys fit int64)")
+
+
 def ngram_member(name, data):
     """'ngram:N' -> the Kneser-Ney model of order N counted on data's training split (its articles in
     <sos> ... <eos>, as the language models read them): a member that only reads (no state for the
-    cache, no backward for dynamic evaluation)."""
+    cache, no backward for dynamic evaluation). An order it cannot count is a UsageError."""
     from models.ngram import KneserNey, training_stream
-    V = len(data.vocab)
-    return KneserNey.build(training_stream(data.train, V - 2, V - 1), V, int(name.split(":")[1]))
+    V, order = len(data.vocab), int(name.split(":")[1])
+    try:
+        return KneserNey.build(training_stream(data.train, V - 2, V - 1), V, order)
+    except ValueError as err:
+        raise UsageError(f"--ngram {order}: {err}") from None
 
 
 def adapts(model):
@@ -178,7 +189,7 @@ def fixture_report(paths, models, data, fix, args, say=print):
     V = len(data.vocab)
     inp, target = window_rows(data.valid, V - 2, rows=args.windows or WINDOWS)
     n = min(ROW_FIT, len(target)) if args.dynamic or args.cache else len(target)
-    settings, chosen, fits = [], [], []                 # each member's (lr, theta, lambda), its rows' NLL
+    settings, fits = [], []                 # each member's chosen (lr, theta, lambda); {setting: rows' NLL}
     for k, (path, model) in enumerate(zip(paths, models)):
         fit = {(0.0, None, None): _nlls(row_scores(model, inp[:n], (0.0, None, None)), target[:n])}
         for lr in lr_grid(args, k) if adapts(model) else ():
@@ -189,11 +200,10 @@ def fixture_report(paths, models, data, fix, args, say=print):
             fit[0.0, theta, lam] = _nlls(row_scores(model, inp[:n], (0.0, theta, lam), states), target[:n])
         fits.append(fit)
         settings.append(min(fit, key=lambda key: np.nan_to_num(fit[key].mean(), nan=np.inf)))
-        chosen.append(fit[settings[-1]])
         if len(fit) > 1:
             say(f"{path}: rows adapted to their own words, NLL on {n} validation rows: static "
-                f"{fit[0.0, None, None].mean():.4f}, best {chosen[-1].mean():.4f} with (lr, theta, lambda) "
-                f"{settings[-1]}")
+                f"{fit[0.0, None, None].mean():.4f}, best {fit[settings[-1]].mean():.4f} with (lr, theta, "
+                f"lambda) {settings[-1]}")
     static = [(0.0, None, None)] * len(models)
     variants = {"static": static} if settings == static else {"static": static, "adapted rows": settings}
     given, mixtures, results = args.ensemble or None, {}, {}

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 
+from .adapt_report import add_ngram_argument, fixture_report, ngram_member, stream_table
 from .errors import Parser, UsageError, command, prog
 from .scoring import (PROMPT, WINDOWS, fixture_nll, fixture_nlls, perplexity,  # noqa: F401  (where callers
                       stream_nll, window_nll, window_rows)                      # found them)
@@ -33,9 +34,7 @@ def parse_args(argv=None):
                    help="mix the checkpoints in probability space, with these weights or (none given) "
                         "weights "
                         "fitted by EM on held-out validation text; also scores the mixture on the fixtures")
-    a.add_argument("--ngram", nargs="?", type=int, const=4, metavar="ORDER",
-                   help="with --ensemble: one more member, an interpolated Kneser-Ney n-gram model counted "
-                        "on the training split (models.ngram; default order 4, at most 4)")
+    add_ngram_argument(a, "with --ensemble")
     a.add_argument("--cache", nargs="?", type=int, const=2000, metavar="L",
                    help="the neural cache (Grave et al. 2017) over the last L positions (default L: 2000)")
     a.add_argument("--cache-theta", nargs="+", type=float, default=[0.3, 1.0, 2.0, 4.0], metavar="THETA",
@@ -68,9 +67,8 @@ def check_adaptation(args):
     """A UsageError for adaptation flags that cannot work together or have impossible values."""
     k = len(args.checkpoint)
     members = k + (args.ngram is not None)
-    if args.ngram is not None and (args.ensemble is None or not 1 <= args.ngram <= 4):
-        raise UsageError(f"--ngram {args.ngram}: an n-gram member of an ensemble: add --ensemble, and give "
-                         f"an order from 1 to 4")
+    if args.ngram is not None and args.ensemble is None:
+        raise UsageError(f"--ngram {args.ngram}: an n-gram member of an ensemble: add --ensemble")
     if args.ensemble is not None and (members < 2 or (args.ensemble and len(args.ensemble) != members)):
         raise UsageError(f"--ensemble needs at least 2 members and, if weights are given, one per member "
                          f"({k} checkpoints{' and the n-gram' if members > k else ''}, "
@@ -121,7 +119,6 @@ def run(args):
         if model.vocab_size != V:
             raise DataError(f"{args.data} has {V} words but {path} predicts {model.vocab_size}")
     if adapting:
-        from .adapt_report import fixture_report, ngram_member, stream_table
         names = list(args.checkpoint)
         if args.ngram is not None:
             names.append(f"ngram:{args.ngram}")

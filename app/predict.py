@@ -72,9 +72,8 @@ def add_weights_argument(p):
                    help="with several members: the ensemble's weights, one per checkpoint (and the n-gram's "
                         "last) (default: equal; python -m app.evaluate --ensemble fits them on the "
                         "validation split)")
-    p.add_argument("--ngram", nargs="?", type=int, const=4, metavar="ORDER",
-                   help="one more member: the Kneser-Ney n-gram model of --data's training split (default "
-                        "order 4), as app.evaluate --ngram")
+    from .adapt_report import add_ngram_argument
+    add_ngram_argument(p, "with --data DIR")
 
 
 def load_checkpoints(args):
@@ -85,9 +84,8 @@ def load_checkpoints(args):
     members = len(paths) + (ngram is not None)
     if weights is not None and len(weights) != members:
         raise UsageError(f"--weights: give one per member ({members}), got {len(weights)}")
-    if ngram is not None and (args.data is None or not 1 <= ngram <= 4):
-        raise UsageError(f"--ngram {ngram}: give --data DIR (its training split is counted) and an order "
-                         f"from 1 to 4")
+    if ngram is not None and args.data is None:
+        raise UsageError(f"--ngram {ngram}: give --data DIR (its training split is counted)")
     try:
         if ngram is None:
             return load(paths, weights=weights)

@@ -267,8 +267,7 @@ class Run:
             self.evaluating = True
             t0 = time.time()
             ev = task.evaluate(epoch + 1, self.say)
-            if self.comm.rank == 0:
-                ev["eval_seconds"] = time.time() - t0
+            ev["eval_seconds"] = time.time() - t0
         finally:
             self.evaluating = False
         ev = self.comm.share(ev)

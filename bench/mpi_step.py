@@ -32,7 +32,8 @@ def worker(args):
     run = open_run(cfg, Path(out_dir), comm)            # (the evaluation's files go there)
     run.start_ranks()
     spent = {"allreduce": 0.0, "optimizer": 0.0}
-    comm.reduce_step = timed(comm.reduce_step, spent, "allreduce")
+    reduce_step = comm.reduce_step
+    comm.reduce_step = timed(reduce_step, spent, "allreduce")
     run.opt.step = timed(run.opt.step, spent, "optimizer")
     run.loader.set_epoch(0)
     batches = run.loader.batches(0)
@@ -51,6 +52,8 @@ def worker(args):
                allreduce_ms=1e3 * spent["allreduce"] / args.steps,
                optimizer_ms=1e3 * spent["optimizer"] / args.steps, step_ms=1e3 * seconds / args.steps,
                grad_bytes=4 * grads)
+    if comm.size > 1:
+        row.update(reduce_parts(comm, reduce_step, [g for _, _, g in run.opt.params]))
     if args.evaluate:
         row.update(evaluation(run, comm))
     if comm.rank == 0:
@@ -66,6 +69,24 @@ def timed(fn, spent, key):
         spent[key] += time.perf_counter() - t0
         return out
     return call
+
+
+def reduce_parts(comm, reduce_step, grads, repeats=10):
+    """The all-reduce with the ranks started together (no wait for a slower rank, as inside training):
+    the whole reduce_step (pack, MPI, divide, unpack) and its bare MPI Allreduce of the packed buffer
+    -> {"reduce_alone_ms", "mpi_call_ms"}."""
+    def bare():
+        comm.comm.Allreduce(comm.MPI.IN_PLACE, comm._flat, op=comm.MPI.SUM)
+    out = {}
+    for key, call in (("reduce_alone_ms", lambda: reduce_step(grads, 1, 0.0)), ("mpi_call_ms", bare)):
+        total = 0.0
+        for _ in range(repeats):
+            comm.sum([0])                                # each call starts together
+            t0 = time.perf_counter()
+            call()
+            total += time.perf_counter() - t0
+        out[key] = 1e3 * total / repeats
+    return out
 
 
 def evaluation(run, comm):
@@ -148,6 +169,10 @@ def main(argv=None):
               f"({one['optimizer_ms'] / one['step_ms']:.0%}) / {many['optimizer_ms']:.1f} "
               f"({many['optimizer_ms'] / many['step_ms']:.0%}) | {many['grad_bytes'] / 1e6:.1f} |",
               flush=True)
+    print()
+    for preset, many in zip(args.presets, rows):
+        print(f"{preset}: the all-reduce alone, ranks started together: {many['reduce_alone_ms']:.1f} ms, "
+              f"of which the MPI call {many['mpi_call_ms']:.1f} ms (the rest: packing, dividing, unpacking)")
     print()
     if args.evaluate:
         print(f"| preset | evaluation, 1 process x {args.ranks} threads | {args.ranks} ranks, split "

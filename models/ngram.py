@@ -113,19 +113,24 @@ class KneserNey:
         p = self.unigram[words]                          # (N,) P_1
         for k in range(2, self.order + 1):
             t, D = self.tables[k], self.discounts[k - 1]
-            h = context[:, self.order - k:]              # the last k-1 words of context
-            valid = (h >= 0).all(axis=1)
-            hkey = np.zeros(len(words), dtype=np.int64)
-            for j in range(k - 1):
-                hkey = hkey * self.V + np.maximum(h[:, j], 0)
-            ci, seen = _lookup(t["ctx_keys"], hkey)
-            seen &= valid
+            hkey, ci, seen = self._contexts(context, k)
             gi, found = _lookup(t["keys"], hkey * self.V + words)
             c = np.where(found & seen, t["counts"][gi], 0)
             tot = np.where(seen, t["ctx_total"][ci], 1)
             typ = np.where(seen, t["ctx_types"][ci], 0)
             p = np.where(seen, np.maximum(c - D, 0) / tot + D * typ / tot * p, p)
         return np.log(p)
+
+    def _contexts(self, context, k):
+        """Order k's contexts, the last k-1 words of each row of context (N, n-1) -> hkey (N,) their
+        keys, ci (N,) their rows in the order's context table, seen (N,) whether training had the
+        context (a row with no word somewhere in it never has)."""
+        h = context[:, self.order - k:]
+        hkey = np.zeros(len(context), dtype=np.int64)
+        for j in range(k - 1):                           # the loop is over the k - 1 positions
+            hkey = hkey * self.V + np.maximum(h[:, j], 0)
+        ci, seen = _lookup(self.tables[k]["ctx_keys"], hkey)
+        return hkey, ci, seen & (h >= 0).all(axis=1)
 
     def distribution(self, context):
         """context (N, n-1) ids (a negative id = no word there) -> (N, V) float64 P(. | context), each
@@ -138,12 +143,8 @@ class KneserNey:
         p = np.broadcast_to(self.unigram, (N, V)).copy()                 # P_1
         for k in range(2, self.order + 1):
             t, D = self.tables[k], self.discounts[k - 1]
-            h = context[:, self.order - k:]
-            hkey = np.zeros(N, dtype=np.int64)
-            for j in range(k - 1):
-                hkey = hkey * V + np.maximum(h[:, j], 0)
-            ci, seen = _lookup(t["ctx_keys"], hkey)
-            rows = np.flatnonzero(seen & (h >= 0).all(axis=1))         # contexts seen in training
+            hkey, ci, seen = self._contexts(context, k)
+            rows = np.flatnonzero(seen)                                 # contexts seen in training
             ci = ci[rows]
             tot, typ = t["ctx_total"][ci].astype(np.float64), t["ctx_types"][ci]
             first = np.searchsorted(t["keys"], hkey[rows] * V)          # each run's first entry

@@ -138,12 +138,12 @@ class MPICommunicator:
             offset += n
         flat[-2:] = items, items * loss
         self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-        flat /= flat[-2]
-        offset = 0
-        for g, n in zip(grads, sizes):
-            g[...] = backend.to_device(flat[offset:offset + n].reshape(g.shape))
+        scale, offset = 1.0 / flat[-2], 0
+        for g, n in zip(grads, sizes):                  # divided while unpacked: one pass
+            xp = backend.get_array_module(g)
+            xp.multiply(backend.to_device(flat[offset:offset + n].reshape(g.shape)), scale, out=g)
             offset += n
-        return float(flat[-1])
+        return float(flat[-1] * scale)
 
     def share(self, obj):
         """Rank 0's Python object (a path, a decision) on every rank."""

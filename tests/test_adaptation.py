@@ -394,6 +394,6 @@ def test_an_ngram_member_joins_the_table_and_the_fixtures(data_dir, tmp_path, ca
     fx = load_fixtures(data_dir, Vd)
     mixed = Ensemble([load(path), kn], card["weights"]).predict(fx["prediction_test_inp"])
     assert_allclose(np.load(out_file), mixed, rtol=1e-5, atol=1e-5)
-    for bad in (["--ngram"], ["--ensemble", "--ngram", "5"], ["--ensemble", "1", "--ngram"]):
+    for bad in (["--ngram"], ["--ensemble", "--ngram", "0"], ["--ensemble", "1", "--ngram"]):
         assert main(["--checkpoint", path, "--data", str(data_dir), *bad]) == 2
     assert capsys.readouterr().err.count("error: --") == 3
