@@ -7,10 +7,12 @@ the training images and their order and augmentation (dataset.images.ImageLoader
 AdamW with the preset's learning rate, weight decay, clipping and linear warmup over --lr-warmup
 batches. The schedule differs only where a time budget must: after the warmup the learning rate
 follows the cosine over the *minutes* (lr = peak (1 + cos(pi t / budget)) / 2 at t seconds of
-training), and training stops when they are spent. Then the validation and test accuracy are printed
-(the test images read once, at the end). torch.set_num_threads(--threads) (default: every core).
+training), and training stops when they are spent. Then the validation and test accuracy are printed,
+as they are and with test-time augmentation (the test images read once, at the end).
+torch.set_num_threads(--threads) (default: every core).
 
-The last line is one JSON object (minutes, epochs, images_per_s, valid_acc, test_acc, processor).
+The last line is one JSON object (minutes, epochs, images_per_s, valid_acc, test_acc, their _tta twins,
+processor).
 """
 import json
 import os
@@ -20,7 +22,7 @@ from .config import Parser, UsageError  # noqa: F401  (puts the repository root 
 
 from app.tasks.vision import PRESETS  # noqa: E402
 from dataset import fashion_mnist  # noqa: E402
-from dataset.images import ImageLoader  # noqa: E402
+from dataset.images import ImageLoader, tta_views  # noqa: E402
 from models.vit import FASHION_MEAN, FASHION_STD  # noqa: E402
 
 from . import torch_vit  # noqa: E402
@@ -40,13 +42,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def accuracy(model, images, labels, torch):
+def accuracy(model, images, labels, torch, tta=False):
+    """The share of images classified right; tta: by the mean log-probability of tta_views' ten views,
+    as models.ViT.predict(images, tta=True)."""
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(torch_vit.to_input(images[i:i + 1000], FASHION_MEAN, FASHION_STD))
-                            for i in range(0, len(images), 1000)])
+        logp = 0
+        for view in (tta_views(images) if tta else [images]):
+            logp = logp + torch.cat([model(torch_vit.to_input(view[i:i + 1000], FASHION_MEAN, FASHION_STD))
+                                     for i in range(0, len(view), 1000)]).log_softmax(1)
     model.train()
-    return float((logits.argmax(1).numpy() == labels).mean())
+    return float((logp.argmax(1).numpy() == labels).mean())
 
 
 def main(argv=None):
@@ -70,14 +76,15 @@ def main(argv=None):
         return torch_vit.step(model, opt, X, torch.from_numpy(y), cfg["clip"])
     _, images, trained = train_for(args.minutes, loader, opt, cfg["lr"], cfg["lr_warmup"], step, len,
                                    args.log_every, "img")
-    valid = accuracy(model, data["valid"].images, data["valid"].labels, torch)
-    test = accuracy(model, data["test"].images, data["test"].labels, torch)
+    scores = {f"{name}_acc{suffix}": accuracy(model, data[name].images, data[name].labels, torch, tta)
+              for name in ("valid", "test") for tta, suffix in ((False, ""), (True, "_tta"))}
     epochs = images / len(data["train"].labels)
     rate = images / trained
     print(f"torch.nn ViT after {args.minutes:g} minutes ({epochs:.1f} epochs, {rate:,.0f} img/s): "
-          f"validation accuracy {valid:.2%}, test accuracy {test:.2%}")
+          f"validation accuracy {scores['valid_acc']:.2%} ({scores['valid_acc_tta']:.2%} with test-time "
+          f"augmentation), test accuracy {scores['test_acc']:.2%} ({scores['test_acc_tta']:.2%})")
     print(json.dumps(dict(minutes=args.minutes, epochs=round(epochs, 2), images_per_s=round(rate, 1),
-                          valid_acc=valid, test_acc=test, torch=torch.__version__, processor=processor_name(),
+                          **scores, torch=torch.__version__, processor=processor_name(),
                           threads=args.threads, preset=args.preset, lr=cfg["lr"], pad=cfg["pad"])))
     return 0
 

@@ -8,6 +8,9 @@ augment(images, rng, pad, flip), vectorised over the batch, one gather for both:
     flip          with probability 1/2 the window is read right to left (a mirror image)
     out[b, i, j] = padded[b, dy_b + i, dx_b + (W - 1 - j if flip_b else j)]
 
+tta_views(images): the ten fixed views that test-time augmentation averages over (the image and its
+mirror, in place and shifted by one pixel each way).
+
 ImageLoader: epoch e shuffles the images with np.random.default_rng([seed, e]) and batch k draws
 its augmentation from np.random.default_rng([seed, e, k]), so any batch of any epoch can be rebuilt
 on its own: set_epoch(e) then batches(start=k) resumes a run bit-identically at batch k.
@@ -17,18 +20,41 @@ import numpy as np
 from .loader import check_int
 
 
-def augment(images, rng, pad=2, flip=True):
-    """images (B, H, W) -> randomly shifted (by up to `pad` pixels, zeros coming in) and mirrored
-    copies (B, H, W); rng: a numpy Generator. Each image keeps its place in the batch (and its label)."""
+def window(images, pad, dy, dx, mirror):
+    """images (B, H, W) -> (B, H, W): image b shifted to the H x W window at offset (dy_b, dx_b) of its
+    copy padded with `pad` zero pixels, read right to left where mirror_b; dy, dx (B,) ints in
+    [0, 2 pad], mirror (B,) bools. One gather for the whole batch; each image keeps its place."""
     B, H, W = images.shape
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))             # (B, H + 2p, W + 2p)
-    dy = rng.integers(0, 2 * pad + 1, size=B)
-    dx = rng.integers(0, 2 * pad + 1, size=B)
-    mirror = rng.random(B) < 0.5 if flip else np.zeros(B, dtype=bool)
     cols = np.where(mirror[:, None], np.arange(W - 1, -1, -1), np.arange(W))   # (B, W)
     rows = dy[:, None] + np.arange(H)                                     # (B, H)
     cols = dx[:, None] + cols
     return padded[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def augment(images, rng, pad=2, flip=True):
+    """images (B, H, W) -> randomly shifted (by up to `pad` pixels, zeros coming in) and mirrored
+    copies (B, H, W); rng: a numpy Generator. Each image keeps its place in the batch (and its label)."""
+    B = len(images)
+    dy = rng.integers(0, 2 * pad + 1, size=B)
+    dx = rng.integers(0, 2 * pad + 1, size=B)
+    mirror = rng.random(B) < 0.5 if flip else np.zeros(B, dtype=bool)
+    return window(images, pad, dy, dx, mirror)
+
+
+# The views test-time augmentation averages over: the image and its mirror, each in place and shifted
+# by one pixel up, down, left and right (offsets into the image padded by one pixel).
+VIEW_OFFSETS = ((1, 1), (0, 1), (2, 1), (1, 0), (1, 2))
+
+
+def tta_views(images):
+    """images (B, H, W) (or (B, C, H, W)) -> (10, B, H, W) (or (10, B, C, H, W)): the fixed views of every
+    image, VIEW_OFFSETS x {as is, mirrored}."""
+    flat = images.reshape(-1, *images.shape[-2:])                         # (B C, H, W)
+    n = len(flat)
+    views = np.stack([window(flat, 1, np.full(n, dy), np.full(n, dx), np.full(n, mirror))
+                      for mirror in (False, True) for dy, dx in VIEW_OFFSETS])
+    return views.reshape(len(views), *images.shape)
 
 
 class ImageLoader:

@@ -11,7 +11,9 @@ F = d_ff, K classes, L = nlayers.
 
 Training calls forward_loss(images, labels) then backward_loss(); backward(dlogits) returns the
 gradient for the normalised images too (the finite-difference tests check it). Inference:
-predict(images) -> (B, K) class probabilities, in eval mode, in chunks, saving nothing.
+predict(images) -> (B, K) class probabilities, in eval mode, in chunks, saving nothing;
+predict(images, tta=True) averages the log-probabilities of ten fixed views of each image (the image
+and its mirror, in place and shifted by a pixel each way: dataset.images.tta_views) and renormalises.
 
 Init: the layers' own (PyTorch's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every matrix), the class
 token and positions N(0, 0.02^2), the head 0 (every class equally likely at the start), LayerNorm
@@ -24,8 +26,10 @@ import numpy as np
 
 from mytorch import backend, fast
 from mytorch.nn import (ClassToken, Dropout, LabelSmoothedCrossEntropy, LayerNorm, LearnedPositionalEmbedding,
-                        Linear, Module, PatchEmbedding, TransformerBlock, softmax)
+                        Linear, Module, PatchEmbedding, TransformerBlock, log_softmax, softmax)
 from mytorch.nn.module import detached
+
+from dataset.images import tta_views
 
 from .checkpoint import load_parameters, parameter_arrays, save_model
 
@@ -169,7 +173,7 @@ class ViT(Module):
         self.backward(self.loss.backward())
 
     # -- inference ---------------------------------------------------------------
-    def logits(self, images, batch_size=500):
+    def logits(self, images, batch_size=128):
         """images (N, H, W) uint8 -> logits (N, K) on the host, in chunks of batch_size: forward on a
         detached eval-mode copy (no dropout; a pending training backward stays intact)."""
         twin = detached(self, training=False)
@@ -177,9 +181,14 @@ class ViT(Module):
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), dtype=np.float32)
 
-    def predict(self, images, batch_size=500):
-        """images (N, H, W) uint8 0-255 -> (N, K) class probabilities (rows sum to 1), host float32."""
-        return softmax(self.logits(images, batch_size)).astype(np.float32)
+    def predict(self, images, batch_size=128, tta=False):
+        """images (N, H, W) uint8 0-255 -> (N, K) class probabilities (rows sum to 1), host float32.
+        tta: test-time augmentation, softmax of the mean log-probabilities over tta_views' ten views."""
+        if not tta:
+            return softmax(self.logits(images, batch_size)).astype(np.float32)
+        views = tta_views(np.asarray(images))                            # (10, N, H, W)
+        logp = sum(log_softmax(self.logits(view, batch_size)) for view in views) / len(views)
+        return softmax(logp).astype(np.float32)
 
     def attention(self, images):
         """images (N, H, W) uint8 -> the last block's attention weights (N, h, S, S), host float32

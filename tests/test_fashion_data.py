@@ -11,7 +11,7 @@ from conftest import require_shared
 from dataset import fashion_mnist
 from dataset.corpus import DataError
 from dataset.idx import IMAGES, LABELS, IDXError, idx_bytes, parse_idx, read_idx
-from dataset.images import ImageLoader, augment
+from dataset.images import ImageLoader, augment, tta_views
 from fashiondata import label_images, labels_of, write_fashion
 
 
@@ -101,6 +101,28 @@ def test_a_shift_moves_the_image_and_brings_in_zeros():
     assert_array_equal(out[0], 0)
     assert_array_equal(out[1:, :3], image[0, :3, 1:])
     assert_array_equal(out[1:, 3], 0)
+
+
+def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts_of_both(rng):
+    labels = rng.integers(0, 10, 7)
+    images = label_images(labels, rng)
+    views = tta_views(images)
+    assert views.shape == (10, 7, 28, 28) and views.dtype == np.uint8
+    assert_array_equal(views[0], images)
+    assert_array_equal(views[5], images[:, :, ::-1])
+    down, up, right, left = views[1:5]                  # offsets (0, 1), (2, 1), (1, 0), (1, 2)
+    assert_array_equal(down[:, 1:], images[:, :-1])
+    assert_array_equal(up[:, :-1], images[:, 1:])
+    assert_array_equal(right[:, :, 1:], images[:, :, :-1])
+    assert_array_equal(left[:, :, :-1], images[:, :, 1:])
+    for shifted, edge in ((down, (slice(None), 0)), (up, (slice(None), -1)),
+                          (right, (slice(None), slice(None), 0)), (left, (slice(None), slice(None), -1))):
+        assert_array_equal(shifted[edge], 0)            # zeros come in where the image moved away
+    # the mirrored views are the mirror image's views (a mirrored shift right is a shift left)
+    assert_array_equal(views[5:], tta_views(images[:, :, ::-1])[[0, 1, 2, 4, 3]])
+    for view in views:
+        assert_array_equal(labels_of(view), labels)     # every view keeps its image's label
+    assert_array_equal(tta_views(images[:, None])[:, :, 0], views)   # (B, C, H, W) alike
 
 
 def test_loader_batches_are_rebuilt_from_seed_epoch_and_batch(rng):

@@ -139,6 +139,18 @@ def test_vit_backward_of_its_loss_for_the_images_and_every_parameter(pool, seed)
     _check_params(m, loss, rng)
 
 
+def test_vit_predict_with_tta_averages_the_log_probabilities_of_the_ten_views(rng):
+    from dataset.images import tta_views
+    m = _tiny_vit(rng, "cls")
+    images = rng.integers(0, 256, (5, 8, 8)).astype(np.uint8)
+    logp = np.mean([np.log(m.predict(view).astype(np.float64)) for view in tta_views(images)], axis=0)
+    want = np.exp(logp - logp.max(1, keepdims=True))
+    probs = m.predict(images, batch_size=2, tta=True)
+    assert probs.dtype == np.float32 and probs.shape == (5, m.num_classes)
+    assert_allclose(probs, want / want.sum(1, keepdims=True), rtol=1e-4)
+    assert not np.allclose(probs, m.predict(images), rtol=1e-3)       # the views do change the answer
+
+
 @pytest.mark.parametrize("fast_tier", ["1", "0"])
 def test_vit_predict_is_softmax_of_the_training_forward_and_leaves_a_pending_backward_alone(
         rng, fast_tier, monkeypatch):
