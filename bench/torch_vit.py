@@ -52,7 +52,7 @@ def optimizer(model, cfg):
 def to_input(images, mean, std):
     """uint8 (B, 28, 28) -> normalised float32 tensor (B, 1, 28, 28), as models.ViT.prepare."""
     import torch
-    x = torch.from_numpy(images).float().unsqueeze(1)
+    x = torch.tensor(images).float().unsqueeze(1)              # a copy: the IDX arrays are read-only
     return (x / 255 - mean) / std
 
 

@@ -12,36 +12,49 @@ from mytorch import fast, nn
 from mytorch.fast import activation, attention, block, layernorm, split
 
 
-def _twin_run(cls, X, dY, make, scale=1.0):
+def _twin_run(cls, X, dY, make, scale=1.0, **kwargs):
     layer = make(cls)
-    Y = layer.forward(X * scale)
+    Y = layer.forward(X * scale, **kwargs)
     dX = layer.backward(dY)
     return [Y, dX] + [layer.grads[k] for k in sorted(layer.grads)]
 
 
+def _padding(rng, B, T):
+    """A (B, T) key padding mask: each row's last 0 .. T - 1 keys hidden (every row keeps one)."""
+    keep = rng.integers(1, T + 1, size=B)
+    return np.arange(T)[None, :] >= keep[:, None]
+
+
 @pytest.mark.parametrize("big_scores", [False, True])
-def test_fast_attention_is_the_plain_layer(rng, big_scores):
-    """The fused self-attention: forward, dX and every parameter's gradient; with scores above SAFE_EXP
-    (big inputs) the row max is subtracted as the plain layer does, without it skipped."""
-    B, T, h = rng.integers(1, 4), rng.integers(1, 9), rng.integers(1, 4)
+@pytest.mark.parametrize("padded", [False, True])
+def test_fast_attention_is_the_plain_layer(rng, big_scores, padded):
+    """The fused self-attention: forward, dX and every parameter's gradient, with and without a key
+    padding mask; with scores above SAFE_EXP (big inputs) the row max is subtracted as the plain layer
+    does, without it skipped."""
+    B, T, h = rng.integers(1, 4), rng.integers(2, 9), rng.integers(1, 4)
     D = h * rng.integers(1, 5)
     X, dY = rng.standard_normal((B, T, D)), rng.standard_normal((B, T, D))
+    mask = _padding(rng, B, T) if padded else None
+    if padded:
+        mask[0, 1:] = True                                       # a row that keeps a single key
     scale = 40.0 if big_scores else 1.0
     make = lambda cls: cls(D, h, causal=False, dtype=np.float64, rng=np.random.default_rng(3))   # noqa: E731
     fast_layer = make(attention.MultiHeadAttention)
-    fast_layer.forward(X * scale)
+    fast_layer.forward(X * scale, key_padding_mask=mask)
     assert fast_layer.fused and (fast_layer._score_bound(np) > attention.SAFE_EXP) == big_scores
-    for a, b in zip(_twin_run(nn.MultiHeadAttention, X, dY, make, scale),
-                    _twin_run(attention.MultiHeadAttention, X, dY, make, scale)):
+    for a, b in zip(_twin_run(nn.MultiHeadAttention, X, dY, make, scale, key_padding_mask=mask),
+                    _twin_run(attention.MultiHeadAttention, X, dY, make, scale, key_padding_mask=mask)):
         assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    if padded:                                                   # the hidden keys get no attention
+        assert np.all(fast_layer.A_sig.transpose(0, 3, 1, 2)[mask] == 0)   # (B, S, h, T)[hidden keys]
 
 
-def test_fast_attention_takes_the_plain_path_for_masks_and_cross_attention(rng):
+def test_fast_attention_takes_the_plain_path_for_cross_attention_causal_and_empty_rows(rng):
     B, T, D = 2, 5, 8
     X, M, dY = rng.standard_normal((B, T, D)), rng.standard_normal((B, 3, D)), rng.standard_normal((B, T, D))
-    mask = np.zeros((B, T), dtype=bool)
-    mask[0, -2:] = True
-    for kwargs in (dict(key_padding_mask=mask), dict(memory=M)):
+    empty = np.zeros((B, T), dtype=bool)
+    empty[1] = True                                              # a row with every key hidden
+    for kwargs in (dict(key_padding_mask=empty), dict(memory=M)):
         outs = []
         for cls in (nn.MultiHeadAttention, attention.MultiHeadAttention):
             layer = cls(D, 2, causal=False, dtype=np.float64, rng=np.random.default_rng(1))

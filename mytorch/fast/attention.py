@@ -1,20 +1,23 @@
-"""nn.MultiHeadAttention's bidirectional self-attention (no mask) with fewer passes and one Q/K/V product.
+"""nn.MultiHeadAttention's bidirectional self-attention with fewer passes and one Q/K/V product.
 
 Shapes: B batch, T positions, D = d_model, h heads, d_k = D / h, N = B T rows.
 
 The plain layer (the specification) projects Q, K and V with three (N, D) x (D, D) products, scales
 the (B, h, T, T) scores, and runs the stable softmax with its fully-masked-row guard. Here, for
-self-attention without a mask (a ViT's, a translation encoder's unpadded batch):
+bidirectional self-attention (a ViT's; a translation encoder's, its padding hidden):
 
     QKV = X [W_q W_k W_v] + [b_q b_k b_v]       one (N, D) x (D, 3D) product
     Q, K, V = QKV split into heads, copied once into one (3, B, h, T, d_k) array
-    A = softmax((Q / sqrt(d_k)) K^T)            the scale on Q (T / d_k times fewer entries); the
+    A = softmax((Q / sqrt(d_k)) K^T + P)        the scale on Q (T / d_k times fewer entries); P (B, 1, 1, T)
+                                                MASKED at padded keys, 0 elsewhere (exp gives them
+                                                exactly 0: the plain layer's A); the
                                                 softmax in place: (max, subtract,) exp, sum, divide;
                                                 the row max only when a score may exceed SAFE_EXP
     backward: dA = A * (dA - rowsum(dA * A)) in place; dQ, dK, dV gathered into one (N, 3D) array,
     so dX = dQKV [W_q W_k W_v]^T and d[W_q W_k W_v] = X^T dQKV are one product each.
 
-Every other call (cross-attention, masks, causal) is the plain layer's. The parameters are the plain
+Every other call (cross-attention, causal, a key padding mask that hides a whole row) is the plain
+layer's. The parameters are the plain
 layer's (W_q, W_k, W_v: (D, D) each), so checkpoints and the optimizer do not change.
 """
 import math
@@ -26,13 +29,18 @@ from .. import backend, nn
 # overflows above 88) and the row's sum stays above exp(-SAFE_EXP) > 0, so the shift (a slow
 # short-row max) is skipped: the same softmax, exactly as stable.
 SAFE_EXP = 60.0
+# A padded key's score: finite (no inf - inf, no NaN), and exp() of it, shifted or not, is 0 in float32.
+MASKED = -1e9
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
     """The plain layer, with a fused path for unmasked bidirectional self-attention."""
 
     def _fused(self, memory, key_padding_mask):
-        return memory is None and key_padding_mask is None and not self.causal
+        """Unmasked or key-padded bidirectional self-attention where every row keeps a key."""
+        if memory is not None or self.causal:
+            return False
+        return key_padding_mask is None or not bool(key_padding_mask.all(axis=-1).any())
 
     def forward(self, X, memory=None, key_padding_mask=None):
         self.fused = self._fused(memory, key_padding_mask) and X.ndim == 3 and X.shape[-1] == self.d_model
@@ -52,6 +60,12 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         QKV[0] *= 1.0 / math.sqrt(dk)                                           # Q / sqrt(d_k)
         self.Q, self.K, self.V = QKV[0], QKV[1], QKV[2]
         A = self.Q @ self.K.swapaxes(-1, -2)                                    # (B, h, T, T)
+        if key_padding_mask is not None:
+            if tuple(key_padding_mask.shape) != (B, T):
+                raise ValueError(f"MultiHeadAttention: key_padding_mask must be (B, S) = {(B, T)}, "
+                                 f"got {tuple(key_padding_mask.shape)}")
+            pad = xp.asarray(key_padding_mask, dtype=bool)
+            A += xp.where(pad, MASKED, 0.0).astype(A.dtype)[:, None, None, :]         # (B, 1, 1, T)
         if self._score_bound(xp) > SAFE_EXP:                                    # else no shift is needed
             A -= A.max(axis=-1, keepdims=True)
         xp.exp(A, out=A)
