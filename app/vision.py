@@ -11,8 +11,8 @@ accuracy and the confusion matrix (rows: the true class, columns: the predicted 
 also writes confusion.png, errors.png (misclassified images) and attention.png (the class token's
 attention over the patches). export writes P.npz (the model) and P.json (its card: the validation and
 test accuracy of the file as written, and the correct count on the first TEST_SLICE test images, which
-tests/test_reference.py recomputes). classify prints each image's most likely classes: an image file is read
-as grey, resized to the model's 28 x 28 if it is not (Pillow), and taken as Fashion-MNIST draws its
+tests/test_vit_reference.py recomputes). classify prints each image's most likely classes: an image file
+is read as grey, resized to the model's 28 x 28 if it is not (Pillow), and taken as Fashion-MNIST draws its
 images, a light object on a black ground (--invert for a dark object on a light ground). --tta
 (evaluate, classify) averages each image's ten views (ViT.predict(images, tta=True)); the card holds
 both accuracies.

@@ -17,8 +17,8 @@ bidirectional self-attention (a ViT's; a translation encoder's, its padding hidd
     so dX = dQKV [W_q W_k W_v]^T and d[W_q W_k W_v] = X^T dQKV are one product each.
 
 Every other call (cross-attention, causal, a key padding mask that hides a whole row) is the plain
-layer's. The parameters are the plain
-layer's (W_q, W_k, W_v: (D, D) each), so checkpoints and the optimizer do not change.
+layer's. The parameters are the plain layer's (W_q, W_k, W_v: (D, D) each), so checkpoints and the
+optimizer do not change.
 """
 import math
 
@@ -34,7 +34,7 @@ MASKED = -1e9
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
-    """The plain layer, with a fused path for unmasked bidirectional self-attention."""
+    """The plain layer, with a fused path for bidirectional self-attention (unmasked or key-padded)."""
 
     def _fused(self, memory, key_padding_mask):
         """Unmasked or key-padded bidirectional self-attention where every row keeps a key."""
@@ -60,12 +60,9 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         QKV[0] *= 1.0 / math.sqrt(dk)                                           # Q / sqrt(d_k)
         self.Q, self.K, self.V = QKV[0], QKV[1], QKV[2]
         A = self.Q @ self.K.swapaxes(-1, -2)                                    # (B, h, T, T)
-        if key_padding_mask is not None:
-            if tuple(key_padding_mask.shape) != (B, T):
-                raise ValueError(f"MultiHeadAttention: key_padding_mask must be (B, S) = {(B, T)}, "
-                                 f"got {tuple(key_padding_mask.shape)}")
-            pad = xp.asarray(key_padding_mask, dtype=bool)
-            A += xp.where(pad, MASKED, 0.0).astype(A.dtype)[:, None, None, :]         # (B, 1, 1, T)
+        if key_padding_mask is not None:                                        # the plain layer's check
+            keep = self._allowed(xp, B, T, T, False, key_padding_mask)          # (B, 1, 1, T)
+            A += xp.where(keep, 0.0, MASKED).astype(A.dtype)
         if self._score_bound(xp) > SAFE_EXP:                                    # else no shift is needed
             A -= A.max(axis=-1, keepdims=True)
         xp.exp(A, out=A)
