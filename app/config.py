@@ -205,6 +205,7 @@ def run_checks(cfg):
         (cfg.get("lr_warmup", 0) >= 0, f"--lr-warmup must be >= 0 batches, got {cfg.get('lr_warmup')}"),
         (cfg["max_batches"] is None or cfg["max_batches"] >= 1, "--max-batches must be >= 1"),
         (cfg["save_every"] >= 1, f"--save-every must be >= 1, got {cfg['save_every']}"),
+        (cfg.get("keep_epochs", 0) >= 0, f"--keep-epochs must be >= 0, got {cfg.get('keep_epochs')}"),
     ]
 
 

@@ -104,6 +104,9 @@ def build_parser(preset="default", task="lm"):
     p.add_argument("--allow-other-data", action="store_true",
                    help="with --resume: continue on --data whose vocabulary or training articles differ")
     p.add_argument("--save-every", type=int, default=200, help="write state.npz every N batches")
+    p.add_argument("--keep-epochs", type=int, default=0, metavar="K",
+                   help="also keep the model of each of the last K epochs, epoch-N.npz (python -m "
+                        "app.average averages them); 0: only best.npz")
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"], help="array backend")
     p.add_argument("--max-batches", type=int, help="stop each epoch after N batches (smoke runs, timing)")
     p.add_argument("--dry-run", action="store_true",
@@ -173,7 +176,8 @@ def resolve_config(args):
     preset = mod.preset_for(args.preset, getattr(args, "model", None))
     cfg = mod.resolve(preset, args)
     cfg.update(task=task, preset=preset, seed=args.seed, data=None, backend=args.backend,
-               max_batches=args.max_batches, dry_run=args.dry_run, save_every=args.save_every)
+               max_batches=args.max_batches, dry_run=args.dry_run, save_every=args.save_every,
+               keep_epochs=args.keep_epochs)
     if args.dry_run:                    # a smoke test: the warmup shortened to fit its few batches
         cfg["epochs"], cfg["max_batches"] = 1, DRY_RUN_BATCHES
         cfg["lr_warmup"] = min(cfg["lr_warmup"], DRY_RUN_BATCHES - 1)

@@ -261,7 +261,7 @@ class Run:
 
     def evaluate_epoch(self, epoch):
         """The task's evaluation of the epoch, on every rank: its metrics row (rank 0's, shared), the
-        log lines, best.npz."""
+        log lines, best.npz (and epoch-N.npz with --keep-epochs)."""
         pos, task = self.pos, self.task
         try:
             self.evaluating = True
@@ -288,6 +288,11 @@ class Run:
             pos["best"] = value
             if self.comm.rank == 0:
                 try_write(self.dir / "best.npz", lambda path: task.save_best(path, row), self.say)
+        keep = self.cfg.get("keep_epochs", 0)
+        if keep and self.comm.rank == 0:                 # epoch-N.npz for the last K epochs (app.average)
+            try_write(self.dir / f"epoch-{row['epoch']}.npz", lambda path: task.save_best(path, row),
+                      self.say)
+            (self.dir / f"epoch-{row['epoch'] - keep}.npz").unlink(missing_ok=True)
 
 
 def where(epoch, batch):

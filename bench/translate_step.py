@@ -15,7 +15,8 @@ about --batch_size tokens), so a busy moment falls on all alike (bench.vit_step 
 
 tokens/s = the batches' target tokens / their summed median step times. Decoding: --sentences
 validation sentences translated greedily and with --beams beams, with the decoder's KV caches
-(models.translation_search) and without (the whole prefix re-read each step); sentences/s of each.
+(models.translation_search) and without (the whole prefix re-read each step); sentences/s of each,
+the median of --rounds runs taken in turn after one untimed run of each.
 The model is untrained (the cost does not depend on the weights, but an untrained model's outputs run
 to the length limit: --trained M.npz decodes with a trained model instead). The last line is JSON.
 """
@@ -83,16 +84,20 @@ def time_steps(steps, batches, args):
     return {name: [statistics.median(v) if v else float("nan") for v in per] for name, per in ms.items()}
 
 
-def time_decoding(model, sentences, beams):
-    """{variant: sentences/s} of greedy and beam search, with and without the KV cache."""
-    out = {}
-    for b in (1, beams):
-        for cache in (True, False):
+def time_decoding(model, sentences, beams, rounds=3):
+    """{variant: sentences/s} of greedy and beam search, with and without the KV cache: the median of
+    `rounds` runs each, the variants taking turns, after one untimed run of each (its first
+    allocations)."""
+    variants = {f"{'greedy' if b == 1 else f'beam {b}'} {'cache' if cache else 'no cache'}": (b, cache)
+                for b in (1, beams) for cache in (True, False)}
+    seconds = {name: [] for name in variants}
+    for r in range(max(rounds, 1) + 1):
+        for name, (b, cache) in variants.items():
             t0 = time.perf_counter()
             model.translate(sentences, beams=b, cache=cache)
-            out[f"{'greedy' if b == 1 else f'beam {b}'} {'cache' if cache else 'no cache'}"] = \
-                len(sentences) / (time.perf_counter() - t0)
-    return out
+            if r:
+                seconds[name].append(time.perf_counter() - t0)
+    return {name: len(sentences) / statistics.median(s) for name, s in seconds.items()}
 
 
 def main(argv=None):
@@ -141,7 +146,7 @@ def main(argv=None):
         else:
             model = data.model.eval()
         sentences = [s for s, _ in splits["valid"]["sentences"][:args.sentences]]
-        decode = time_decoding(model, sentences, args.beams)
+        decode = time_decoding(model, sentences, args.beams, args.rounds)
         which = f"trained: {args.trained}" if args.trained else "untrained"
         print(f"decoding {len(sentences)} validation sentences ({which}):")
         for name, r in decode.items():

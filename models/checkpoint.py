@@ -200,3 +200,42 @@ def read_model_file(arrays, path="checkpoint"):
         raise CheckpointError(f"{path} has an unreadable header (configuration is not a JSON object)")
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     return config, meta, params
+
+
+def average_model_files(paths):
+    """The arrays of one model file whose every floating parameter is the mean of the files' (checkpoint
+    averaging: the last epochs of one run, Vaswani et al. 2017). The files must hold the same model:
+    the same configuration, parameter names and shapes, and equal non-float arrays (a vocabulary, a
+    subword model). The header and meta are the first file's, meta["averaged"] the files' names; the
+    means are taken in float64 and stored in the first file's dtypes."""
+    paths = [os.fspath(p) for p in paths]
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two model files, got {len(paths)}")
+    first = load_npz(paths[0])
+    config, meta, _ = read_model_file(first, paths[0])
+    sums = {k: v.astype(np.float64) for k, v in first.items() if _averaged(k, v)}
+    for path in paths[1:]:
+        arrays = load_npz(path)
+        other, _, _ = read_model_file(arrays, path)
+        if other != config:
+            raise CheckpointError(f"{path} holds another model than {paths[0]} (configurations differ)")
+        if set(arrays) != set(first):
+            raise CheckpointError(f"{path} and {paths[0]} hold different arrays "
+                                  f"({', '.join(sorted(set(arrays) ^ set(first)))})")
+        for k, v in arrays.items():
+            if k in sums:
+                if v.shape != first[k].shape:
+                    raise CheckpointError(f"{path}: {k} has shape {v.shape}, {paths[0]} {first[k].shape}")
+                sums[k] += v
+            elif k not in ("__meta__",) and not np.array_equal(v, first[k]):
+                raise CheckpointError(f"{path} and {paths[0]} differ in {k} (not a parameter: it must match)")
+    out = dict(first)
+    out.update({k: (s / len(paths)).astype(first[k].dtype) for k, s in sums.items()})
+    out["__meta__"] = _json({**meta, "averaged": [os.path.basename(p) for p in paths]})
+    return out
+
+
+def _averaged(name, array):
+    """A parameter the mean is taken of: param/NAME holding floats (not an int table, not the
+    subword model's bytes)."""
+    return name.startswith("param/") and array.dtype.kind == "f"

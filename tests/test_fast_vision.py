@@ -78,9 +78,25 @@ def test_fast_gelu_is_the_plain_gelu(rng, dtype, tol):
         assert outs[-1][0].dtype == dtype and outs[-1][1].dtype == dtype
     for a, b in zip(*outs):
         assert_allclose(a, b, rtol=tol, atol=tol)
-    assert np.array_equal(activation.GELU("tanh").eval().forward(X), nn.GELU("tanh").forward(X))
+    evaluating = activation.GELU("tanh").eval()
+    assert_allclose(evaluating.forward(X), outs[0][0], rtol=tol, atol=tol)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        evaluating.backward(dY)
     exact = activation.GELU("none")
     assert_allclose(exact.forward(X), nn.GELU("none").forward(X), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_gelu_tails_are_finite_and_the_plain_limits(dtype):
+    """exp(-2u) overflows far left (float32 past x ~ -10): s = 0, no warning, no NaN; far right s = 1."""
+    X = np.array([-1e4, -300.0, -60.0, -12.0, 0.0, 12.0, 60.0, 1e4], dtype=dtype)
+    g = activation.GELU("tanh")
+    with np.errstate(all="raise"):
+        Y = g.forward(X)
+        dX = g.backward(np.ones_like(X))
+    assert np.all(np.isfinite(Y)) and np.all(np.isfinite(dX))
+    assert_allclose(Y, np.where(X > 0, X, 0.0), atol=1e-30)
+    assert_allclose(dX, np.select([X > 0, X == 0], [1.0, 0.5], 0.0), atol=1e-30)         # GELU'(0) = 1/2
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-11), (np.float32, 2e-5)])
