@@ -25,7 +25,7 @@ from .trainer import run_record
 
 # flags that may differ from the saved run: they change neither the model nor its trajectory
 # (--epochs stretches the schedule: see resume); flags that are not part of a run at all
-OVERRIDES = ("epochs", "save_every", "backend", "data")
+OVERRIDES = ("epochs", "save_every", "keep_epochs", "backend", "data")
 IGNORED = ("resume", "no_progress", "save", "dry_run", "log_interval", "allow_other_data")
 # keys that language-model runs saved before they existed lack, with the value those runs trained with
 ADDED_LATER = dict(task="lm", carry=False, lr_warmup=0, sos_first=0.0)

@@ -63,6 +63,9 @@ def test_keep_epochs_keeps_the_last_k_model_files_and_they_average(tsv, tmp_path
     key = next(k for k in m if k.startswith("param/") and m[k].dtype.kind == "f")
     assert_allclose(m[key], (a[key].astype(np.float64) + b[key]) / 2, rtol=1e-6)
     assert isinstance(load(run / "avg.npz").translate(["the cat"], beams=1)[0], str)
+    # a resumed run may keep more (the flag changes no weight): epoch 4 added, none removed
+    assert train.main(["--resume", str(run), "--epochs", "4", "--keep-epochs", "3", "--no-progress"]) == 0
+    assert sorted(p.name for p in run.glob("epoch-*.npz")) == ["epoch-2.npz", "epoch-3.npz", "epoch-4.npz"]
 
 
 def test_keep_epochs_must_not_be_negative(tsv, tmp_path, capsys):  # noqa: F811
