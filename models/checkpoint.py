@@ -67,7 +67,12 @@ def save_npz_atomic(path, arrays):
 
 def write_text_atomic(path, text):
     """Write `text` to `path` atomically, like save_npz_atomic."""
-    _write_atomic(path, ".txt", lambda f: f.write(text.encode("utf-8")))
+    write_bytes_atomic(path, text.encode("utf-8"), ".txt")
+
+
+def write_bytes_atomic(path, data, suffix=".bin"):
+    """Write the bytes `data` to `path` atomically, like save_npz_atomic."""
+    _write_atomic(path, suffix, lambda f: f.write(data))
 
 
 def load_npz(path):

@@ -21,7 +21,7 @@ import numpy as np
 from dataset import ding, pairs
 from dataset.subwords import BOS, Subwords, require
 from models import Translator
-from models.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError, write_bytes_atomic
 from mytorch import fast
 
 from .. import config
@@ -191,8 +191,7 @@ class Task(StatelessTask):
             return Subwords(np.fromfile(path, dtype=np.uint8))
         texts = [s for pair in self.sentences + self.phrases for s in pair]
         sp = Subwords.train(texts, self.cfg["vocab"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sp.blob.tofile(path)
+        write_bytes_atomic(path, sp.blob.tobytes())      # whole or absent: ranks under mpiexec each write it
         return sp
 
     def _encode(self, pair_list):
