@@ -292,7 +292,10 @@ class Run:
         if keep and self.comm.rank == 0:                 # epoch-N.npz for the last K epochs (app.average)
             try_write(self.dir / f"epoch-{row['epoch']}.npz", lambda path: task.save_best(path, row),
                       self.say)
-            (self.dir / f"epoch-{row['epoch'] - keep}.npz").unlink(missing_ok=True)
+            for old in self.dir.glob("epoch-*.npz"):     # every older one (K may have shrunk on --resume)
+                number = old.stem[len("epoch-"):]
+                if number.isdigit() and int(number) <= row["epoch"] - keep:
+                    old.unlink(missing_ok=True)
 
 
 def where(epoch, batch):

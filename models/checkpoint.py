@@ -232,7 +232,7 @@ def average_model_files(paths):
                 if v.shape != first[k].shape:
                     raise CheckpointError(f"{path}: {k} has shape {v.shape}, {paths[0]} {first[k].shape}")
                 sums[k] += v
-            elif k not in ("__meta__",) and not np.array_equal(v, first[k]):
+            elif k != "__meta__" and not np.array_equal(v, first[k]):
                 raise CheckpointError(f"{path} and {paths[0]} differ in {k} (not a parameter: it must match)")
     out = dict(first)
     out.update({k: (s / len(paths)).astype(first[k].dtype) for k, s in sums.items()})

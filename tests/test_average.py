@@ -66,6 +66,9 @@ def test_keep_epochs_keeps_the_last_k_model_files_and_they_average(tsv, tmp_path
     # a resumed run may keep more (the flag changes no weight): epoch 4 added, none removed
     assert train.main(["--resume", str(run), "--epochs", "4", "--keep-epochs", "3", "--no-progress"]) == 0
     assert sorted(p.name for p in run.glob("epoch-*.npz")) == ["epoch-2.npz", "epoch-3.npz", "epoch-4.npz"]
+    # and fewer: epoch 5 added, every file older than the last two removed
+    assert train.main(["--resume", str(run), "--epochs", "5", "--keep-epochs", "2", "--no-progress"]) == 0
+    assert sorted(p.name for p in run.glob("epoch-*.npz")) == ["epoch-4.npz", "epoch-5.npz"]
 
 
 def test_keep_epochs_must_not_be_negative(tsv, tmp_path, capsys):  # noqa: F811

@@ -7,7 +7,7 @@ Shapes: any (the layer is elementwise).
     dY/dx   = s + x s (1 - s) 2 u'(x),   u'(x) = sqrt(2/pi) (1 + 3 a x^2)
 
 The same function as the plain layer's (1 + tanh u) / 2, without its cancellation for x << 0, and
-NumPy's float32 exp costs about 60% of its tanh (docs/speed.md). Every step is in place; exp(-2u)
+NumPy's float32 exp costs about half its tanh (python -m bench.ufuncs). Every step is in place; exp(-2u)
 overflows to inf for x < -~10 in float32 (s = 0, Y = -0: the plain layer's limit), the warning
 silenced (and the underflow near it). When training, forward also writes dY/dX from the same
 intermediates, and backward is one product (the plain layer rebuilds it from X: about ten array
